@@ -1,0 +1,43 @@
+# Every target creates or updates .venv itself: a fresh clone plus one of these is all the set-up there is.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kaizen-installed
+DATA ?= ../shared/data
+BENCH_OUT ?= bench-results
+# llama-cpp-python compiles llama.cpp; skip the multimodal library. pip caches the built wheel, so this
+# happens once per machine, not once per run.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install chat test bench schema-docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24" wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+chat: install
+	$(BIN)/kaizen ingest --if-empty store/sample_kb
+	$(BIN)/kaizen status
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench retrieval --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-clapnq.json
+	$(BIN)/kaizen bench retrieval --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-jsquad.json
+	$(BIN)/kaizen bench scale --n 100000 --json | tee $(BENCH_OUT)/scale.json
+
+# Regenerate the README's schema section from a migrated database (tests/test_schema_docs.py checks it).
+schema-docs: install
+	$(BIN)/python -m tests.schema_docs --write README.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,90 @@
+"""Settings read from the environment (every one has a zero-setup default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value Kaizen cannot use; the message names the setting."""
+
+
+def default_home() -> Path:
+    """Per-user data directory.
+
+    pgserver, run as root, starts PostgreSQL as an unprivileged OS user and makes every parent directory of
+    the data directory world-traversable; under /root that would open root's home, so root gets /var/lib.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/kaizen")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("kaizen", appauthor=False))
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    home: Path
+    database_url: str | None
+    embed_threads: int
+    chunk_tokens: int
+    chunk_overlap: int
+    text_search_config: str
+    rrf_k: int
+    vector_weight: float
+    text_weight: float
+    candidates: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @classmethod
+    def from_env(cls) -> "StoreSettings":
+        home = Path(os.environ.get("KAIZEN_HOME") or default_home()).expanduser()
+        chunk_tokens = _int("KAIZEN_CHUNK_TOKENS", 320, minimum=32)
+        overlap = _int("KAIZEN_CHUNK_OVERLAP", 48, minimum=0)
+        if overlap >= chunk_tokens:
+            raise ConfigError(
+                f"KAIZEN_CHUNK_OVERLAP={overlap} must be smaller than KAIZEN_CHUNK_TOKENS={chunk_tokens}"
+            )
+        if chunk_tokens > 510:
+            raise ConfigError(f"KAIZEN_CHUNK_TOKENS={chunk_tokens}: the embedding model reads at most 510 tokens")
+        return cls(
+            home=home,
+            database_url=os.environ.get("KAIZEN_DATABASE_URL") or None,
+            embed_threads=_int("KAIZEN_EMBED_THREADS", os.cpu_count() or 1),
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=overlap,
+            text_search_config=os.environ.get("KAIZEN_TEXT_SEARCH_CONFIG", "english"),
+            rrf_k=_int("KAIZEN_RRF_K", 60),
+            vector_weight=_float("KAIZEN_VECTOR_WEIGHT", 1.0),
+            text_weight=_float("KAIZEN_TEXT_WEIGHT", 1.0),
+            candidates=_int("KAIZEN_SEARCH_CANDIDATES", 50),
+        )

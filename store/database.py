@@ -1,0 +1,144 @@
+"""Engine and sessions: the embedded server by default, or any PostgreSQL with pgvector via KAIZEN_DATABASE_URL.
+
+Opening the store runs the Alembic migrations (append-only, in `migrations/`) and checks the server and
+pgvector versions; newer pgvector features are detected and reported in `Capabilities`, never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import StoreSettings
+
+log = logging.getLogger(__name__)
+
+MIN_SERVER_VERSION = 14
+MIN_PGVECTOR = (0, 5, 0)
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached or is not usable; the message is one line meant for a person."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    server_version: str
+    pgvector_version: str
+    iterative_index_scans: bool  # pgvector >= 0.8
+    halfvec: bool  # pgvector >= 0.7
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and use the psycopg 3 driver for them."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreUnavailable(f"KAIZEN_DATABASE_URL must be a postgresql:// URL, got {parsed.drivername}://")
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def describe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Store:
+    """One process's handle on the knowledge store."""
+
+    def __init__(self, settings: StoreSettings | None = None, *, migrate: bool = True):
+        self.settings = settings or StoreSettings.from_env()
+        self.embedded = self.settings.database_url is None
+        if self.embedded:
+            from . import embedded_server
+
+            try:
+                url = embedded_server.start(self.settings.pgdata)
+            except Exception as exc:  # pgserver raises several kinds; the person needs one line
+                raise StoreUnavailable(
+                    f"could not start the embedded PostgreSQL in {self.settings.pgdata}: {exc}"
+                ) from exc
+        else:
+            url = normalise_url(self.settings.database_url)
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.capabilities = self._check_server()
+        if migrate:
+            self.migrate()
+
+    # -- connection checks -------------------------------------------------------------------------------
+    def _check_server(self) -> Capabilities:
+        try:
+            with self.engine.connect() as conn:
+                server_num = conn.execute(sa.text("SHOW server_version_num")).scalar_one()
+                server_version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+                available = conn.execute(
+                    sa.text("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+                ).scalar()
+                installed = conn.execute(
+                    sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).scalar()
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreUnavailable(f"cannot reach the database at {describe_url(self.url)}: {reason}") from exc
+        if int(server_num) < MIN_SERVER_VERSION * 10000:
+            raise StoreUnavailable(f"PostgreSQL {server_version} is too old: Kaizen needs {MIN_SERVER_VERSION} or newer")
+        version = installed or available
+        if not version:
+            raise StoreUnavailable(
+                f"the database at {describe_url(self.url)} has no pgvector extension available: install pgvector >= 0.5"
+            )
+        if _version_tuple(version) < MIN_PGVECTOR:
+            raise StoreUnavailable(f"pgvector {version} is too old: Kaizen needs 0.5 or newer")
+        return Capabilities(
+            server_version=server_version,
+            pgvector_version=version,
+            iterative_index_scans=_version_tuple(version) >= (0, 8, 0),
+            halfvec=_version_tuple(version) >= (0, 7, 0),
+        )
+
+    # -- migrations ----------------------------------------------------------------------------------------
+    _migrate_lock = threading.Lock()
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        import migrations
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        cfg.attributes["engine"] = self.engine
+        with self._migrate_lock, self.engine.begin() as conn:
+            # Concurrent starters (REPL + worker) serialise on an advisory lock instead of racing DDL.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7234001)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,57 @@
+"""The zero-setup database: a real PostgreSQL 16 + pgvector from the `pgserver` wheel, under $KAIZEN_HOME.
+
+Several processes (a REPL and a worker) attach to the same server; pgserver counts its users in a handle file
+and stops the server when the last one exits. A process killed with SIGKILL never removes itself from that
+file, which would keep the server alive for ever (or, worse, make a later process think it is not the last),
+so stale pids are pruned under pgserver's own inter-process lock before attaching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "kaizen"
+
+
+def _prune_stale_handles(pgdata: Path) -> list[int]:
+    import psutil
+
+    handle_file = pgdata / ".handle_pids.json"
+    if not handle_file.exists():
+        return []
+    try:
+        pids = json.loads(handle_file.read_text() or "[]")
+    except (OSError, ValueError):
+        pids = []
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    stale = [p for p in pids if p not in alive]
+    if stale:
+        handle_file.write_text(json.dumps(alive))
+        log.info("removed stale pgserver handles %s", stale)
+    return stale
+
+
+def start(pgdata: Path) -> str:
+    """Start (or attach to) the embedded server; return a SQLAlchemy URL of the `kaizen` database."""
+    pgdata = Path(pgdata).expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    import pgserver
+    from pgserver.postgres_server import PostgresServer
+
+    if pgdata.exists():
+        with PostgresServer._lock:
+            _prune_stale_handles(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    if "(1 row)" not in exists:
+        try:
+            server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        except Exception:  # another process created it between the check and here
+            log.debug("CREATE DATABASE raced", exc_info=True)
+    uri = server.get_uri(DATABASE_NAME)
+    return uri.replace("postgresql://", "postgresql+psycopg://", 1)

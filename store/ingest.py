@@ -1,0 +1,228 @@
+"""`kaizen ingest`: incremental, one transaction per document, a per-source error report.
+
+Unchanged documents (same content hash) are skipped, changed ones replaced, and documents whose source
+vanished from a scanned file or folder are marked `missing` and leave the active version. A crash or Ctrl-C
+loses at most the document being written: its transaction rolls back and its previous chunks stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sqlalchemy as sa
+
+from .chunking import Chunker
+from .database import Store
+from .embeddings import Embedder
+from .indexing import content_hash, prepare, write_chunks
+from .kb_versions import KBVersion, ensure_active_version, record_change
+from .loaders import LoadedFile, LoadError, SourceDocument, load_paths
+
+ACTOR = "kaizen ingest"
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    failed: int = 0
+    chunks: int = 0
+    errors: list[LoadError] = field(default_factory=list)
+    seconds: float = 0.0
+    kb_version: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "missing": self.missing,
+            "failed": self.failed,
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 2),
+            "chunks_per_second": round(self.chunks / self.seconds, 2) if self.seconds else None,
+            "kb_version": self.kb_version,
+            "errors": [{"source": e.source, "message": e.message} for e in self.errors],
+        }
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def _known_documents(store: Store) -> dict[str, tuple[int, str, str]]:
+    with store.session() as s:
+        rows = s.execute(sa.text("SELECT source_uri, id, content_hash, status FROM documents")).all()
+    return {uri: (doc_id, digest, status) for uri, doc_id, digest, status in rows}
+
+
+def _write_document(store: Store, version: KBVersion, doc: SourceDocument, digest: str, chunks) -> tuple[bool, int]:
+    """Replace one document's chunks in the active version, atomically. Returns (was_new, document id)."""
+    with store.session() as s:
+        previous = s.execute(
+            sa.text("SELECT id, content_hash FROM documents WHERE source_uri = :uri FOR UPDATE"),
+            {"uri": doc.source_uri},
+        ).first()
+        doc_id = s.execute(
+            sa.text(
+                """
+                INSERT INTO documents (source_uri, source_path, source_id, title, content_hash, body, metadata, status)
+                VALUES (:uri, :path, :sid, :title, :hash, :body, CAST(:meta AS jsonb), 'active')
+                ON CONFLICT (source_uri) DO UPDATE SET
+                    source_path = EXCLUDED.source_path, source_id = EXCLUDED.source_id, title = EXCLUDED.title,
+                    content_hash = EXCLUDED.content_hash, body = EXCLUDED.body, metadata = EXCLUDED.metadata,
+                    status = 'active', updated_at = now()
+                RETURNING id
+                """
+            ),
+            {
+                "uri": doc.source_uri,
+                "path": doc.source_path,
+                "sid": doc.source_id,
+                "title": doc.title,
+                "hash": digest,
+                "body": doc.text,
+                "meta": json.dumps(doc.metadata, ensure_ascii=False),
+            },
+        ).scalar_one()
+        removed = s.execute(
+            sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"), {"id": doc_id, "v": version.id}
+        ).rowcount
+        write_chunks(s, document_id=doc_id, kb_version=version.id, text_search_config=version.text_search_config,
+                     chunks=chunks)
+        record_change(
+            s,
+            kind="document_updated" if previous else "document_added",
+            kb_version=version.id,
+            document_id=doc_id,
+            target=doc.source_uri,
+            before={"content_hash": previous[1], "chunks": removed} if previous else None,
+            after={"content_hash": digest, "chunks": len(chunks)},
+            actor=ACTOR,
+        )
+    return previous is None, doc_id
+
+
+def _mark_missing(store: Store, version: KBVersion, uris: list[str]) -> int:
+    marked = 0
+    for uri in uris:
+        with store.session() as s:
+            doc_id = s.execute(
+                sa.text("UPDATE documents SET status = 'missing', updated_at = now() "
+                        "WHERE source_uri = :uri AND status = 'active' RETURNING id"),
+                {"uri": uri},
+            ).scalar()
+            if doc_id is None:
+                continue
+            removed = s.execute(
+                sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"), {"id": doc_id, "v": version.id}
+            ).rowcount
+            record_change(s, kind="document_missing", kb_version=version.id, document_id=doc_id, target=uri,
+                          before={"status": "active", "chunks": removed}, after={"status": "missing"}, actor=ACTOR)
+            marked += 1
+    return marked
+
+
+def _vanished(known: dict, loaded: list[LoadedFile], roots: list[str], seen: set[str]) -> list[str]:
+    """Active documents that used to come from a scanned place and no longer do."""
+    complete_files = {f.path for f in loaded if f.complete}
+    failed_files = {f.path for f in loaded if not f.complete}
+    dir_roots = [os.path.realpath(r) + os.sep for r in roots if os.path.isdir(r)]
+    gone = []
+    for uri, (_, _, status) in known.items():
+        if status != "active" or uri in seen:
+            continue
+        path = uri[len("file://"):].split("#", 1)[0] if uri.startswith("file://") else None
+        if path is None:
+            continue
+        from urllib.parse import unquote
+
+        path = unquote(path)
+        if path in failed_files:
+            continue  # part of that file could not be read: we cannot tell what vanished
+        if path in complete_files or (any(path.startswith(r) for r in dir_roots) and not os.path.exists(path)):
+            gone.append(uri)
+    return gone
+
+
+def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progress | None = None) -> IngestReport:
+    started = time.perf_counter()
+    report = IngestReport()
+    settings = store.settings
+    with store.session() as s:
+        version = ensure_active_version(s, embedder.name, embedder.dim, settings)
+        run_id = s.execute(
+            sa.text("INSERT INTO ingest_runs (kb_version, paths) VALUES (:v, :paths) RETURNING id"),
+            {"v": version.id, "paths": list(paths)},
+        ).scalar_one()
+    report.kb_version = version.id
+    chunker = Chunker(embedder.count_tokens, version.chunk_tokens, version.chunk_overlap)
+
+    loaded: list[LoadedFile] = []
+    for item in load_paths(paths):
+        if isinstance(item, LoadError):
+            report.errors.append(item)
+        else:
+            loaded.append(item)
+            report.errors.extend(item.errors)
+    report.failed = len(report.errors)
+
+    known = _known_documents(store)
+    todo: list[tuple[SourceDocument, str]] = []
+    seen: set[str] = set()
+    for file in loaded:
+        for doc in file.documents:
+            seen.add(doc.source_uri)
+            digest = content_hash(doc.title, doc.text)
+            previous = known.get(doc.source_uri)
+            if previous and previous[1] == digest and previous[2] == "active":
+                report.unchanged += 1
+            else:
+                todo.append((doc, digest))
+
+    done = 0
+    if progress:
+        progress(0, len(todo), "")
+    try:
+        for (doc, digest), chunks in prepare(((item, item[0]) for item in todo), chunker, embedder):
+            try:
+                was_new, _ = _write_document(store, version, doc, digest, chunks)
+            except sa.exc.DBAPIError as exc:
+                if isinstance(exc, sa.exc.OperationalError):
+                    raise  # the database went away: stop, do not report every later document as broken
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                report.errors.append(LoadError(doc.source_uri, f"could not be stored: {reason}"))
+                report.failed += 1
+            else:
+                report.added += was_new
+                report.updated += not was_new
+                report.chunks += len(chunks)
+            done += 1
+            if progress:
+                progress(done, len(todo), doc.title)
+        report.missing = _mark_missing(store, version, _vanished(known, loaded, paths, seen))
+    finally:
+        report.seconds = time.perf_counter() - started
+        try:
+            with store.session() as s:
+                s.execute(
+                    sa.text(
+                        "UPDATE ingest_runs SET added = :a, updated = :u, unchanged = :n, missing = :m, failed = :f, "
+                        "chunks = :c, errors = CAST(:e AS jsonb), finished_at = now() WHERE id = :id"
+                    ),
+                    {"a": report.added, "u": report.updated, "n": report.unchanged, "m": report.missing,
+                     "f": report.failed, "c": report.chunks, "id": run_id,
+                     "e": json.dumps(report.as_dict()["errors"], ensure_ascii=False)},
+                )
+        except sa.exc.DBAPIError:
+            pass  # the run log is best effort when the database itself is what failed
+    return report

@@ -1,0 +1,224 @@
+"""Hybrid retrieval in one SQL query: HNSW vector ranks and BM25 full-text ranks fused by reciprocal rank fusion.
+
+PostgreSQL's ts_rank has no inverse document frequency, and IDF is most of what makes keyword search work, so
+the full-text side is a real Okapi BM25 computed in SQL: the GIN index finds the candidate chunks, document
+frequencies are counted per query term through the same index, and term frequencies come from the stored
+tsvector's positions. Japanese and other CJK text is searched through character bigrams (store.lexical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .embeddings import Embedder
+from .indexing import vector_literal
+from .kb_versions import KBVersion, check_embedding_model, require_active
+from .lexical import lexical_text
+
+MODES = ("hybrid", "vector", "text")
+MAX_QUERY_CHARS = 4000
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Terms in more than this share of chunks do not select candidates (they still score the candidates).
+COMMON_TERM_SHARE = 0.5
+
+
+class SearchError(ValueError):
+    pass
+
+
+@dataclass
+class SearchHit:
+    chunk_id: int
+    document_id: int
+    source_uri: str
+    source_id: str | None
+    title: str
+    ordinal: int
+    text: str
+    score: float
+    vector_rank: int | None
+    text_rank: int | None
+    vector_score: float | None
+    text_score: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Filters:
+    source_prefix: str | None = None
+    document_ids: tuple[int, ...] | None = None
+
+    def sql(self) -> str:
+        parts = []
+        if self.source_prefix:
+            parts.append("AND c.document_id IN (SELECT id FROM documents WHERE starts_with(source_uri, :source_prefix))")
+        if self.document_ids:
+            parts.append("AND c.document_id = ANY(:document_ids)")
+        return " ".join(parts)
+
+    def params(self) -> dict:
+        return {"source_prefix": self.source_prefix, "document_ids": list(self.document_ids or [])}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.source_prefix or self.document_ids)
+
+
+def _vector_cte(version: KBVersion, filters: Filters, exact: bool) -> str:
+    dim = int(version.embedding_dim)
+    distance = f"(c.embedding::vector({dim}) <=> CAST(:qvec AS vector({dim})))"
+    # With a filter, an approximate index scan followed by the filter can return too few rows (pgvector < 0.8
+    # has no iterative scan), so filtered searches rank exactly: "+ 0" keeps the planner off the HNSW index.
+    order = f"{distance} + 0" if exact else distance
+    return f"""
+    vector_hits AS (
+        SELECT id, row_number() OVER (ORDER BY dist) AS rank, 1 - dist AS score
+        FROM (SELECT c.id, {distance} AS dist FROM chunks c
+              WHERE c.kb_version = {int(version.id)} {filters.sql()}
+              ORDER BY {order} LIMIT :candidates) v
+    )"""
+
+
+def _text_ctes(version: KBVersion, filters: Filters) -> str:
+    v = int(version.id)
+    return f"""
+    query_terms AS (
+        SELECT DISTINCT u.lexeme AS term, CAST(quote_literal(u.lexeme) AS tsquery) AS tsq
+        FROM unnest(to_tsvector(CAST(:config AS regconfig), :qlex)) u
+    ),
+    corpus AS (
+        SELECT count(*)::float8 AS n, greatest(avg(c.lexical_length), 1)::float8 AS avgdl
+        FROM chunks c WHERE c.kb_version = {v} {filters.sql()}
+    ),
+    term_stats AS (
+        SELECT t.term, t.tsq, df.df,
+               ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5)) AS idf,
+               df.df <= corpus.n * {COMMON_TERM_SHARE} AS selective
+        FROM query_terms t CROSS JOIN corpus
+        CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM chunks c
+                            WHERE c.kb_version = {v} AND c.tsv @@ t.tsq {filters.sql()}) df
+        WHERE df.df > 0
+    ),
+    candidate_query AS (
+        SELECT coalesce(
+            (SELECT tsquery_or_agg FROM (SELECT string_agg(quote_literal(term), ' | ') AS tsquery_or_agg
+                                          FROM term_stats WHERE selective) s WHERE tsquery_or_agg IS NOT NULL),
+            (SELECT string_agg(quote_literal(term), ' | ') FROM term_stats)
+        ) AS q
+    ),
+    text_hits AS (
+        SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score
+        FROM (
+            SELECT c.id,
+                   sum(ts.idf * cardinality(u.positions) * {BM25_K1 + 1}
+                       / (cardinality(u.positions)
+                          + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.lexical_length / corpus.avgdl))) AS score
+            FROM chunks c
+            CROSS JOIN corpus
+            CROSS JOIN LATERAL unnest(c.tsv) u
+            JOIN term_stats ts ON ts.term = u.lexeme
+            WHERE c.kb_version = {v} {filters.sql()}
+              AND c.tsv @@ CAST((SELECT q FROM candidate_query) AS tsquery)
+            GROUP BY c.id
+            ORDER BY score DESC, c.id
+            LIMIT :candidates
+        ) scored
+    )"""
+
+
+def build_query(version: KBVersion, mode: str, filters: Filters, exact_vectors: bool) -> str:
+    ctes = []
+    if mode in ("hybrid", "vector"):
+        ctes.append(_vector_cte(version, filters, exact_vectors))
+    if mode in ("hybrid", "text"):
+        ctes.append(_text_ctes(version, filters))
+    if mode == "hybrid":
+        fused = """
+    fused AS (
+        SELECT coalesce(v.id, t.id) AS id,
+               coalesce(:vector_weight / (:rrf_k + v.rank), 0) + coalesce(:text_weight / (:rrf_k + t.rank), 0) AS score,
+               v.rank AS vector_rank, t.rank AS text_rank, v.score AS vector_score, t.score AS text_score
+        FROM vector_hits v FULL OUTER JOIN text_hits t ON t.id = v.id
+    )"""
+    elif mode == "vector":
+        fused = """
+    fused AS (SELECT id, score, rank AS vector_rank, NULL::bigint AS text_rank, score AS vector_score,
+                     NULL::float8 AS text_score FROM vector_hits)"""
+    else:
+        fused = """
+    fused AS (SELECT id, score, NULL::bigint AS vector_rank, rank AS text_rank, NULL::float8 AS vector_score,
+                     score AS text_score FROM text_hits)"""
+    ctes.append(fused)
+    return (
+        "WITH " + ",".join(ctes) + """
+    SELECT f.id, c.document_id, d.source_uri, d.source_id, d.title, c.ordinal, c.text, f.score,
+           f.vector_rank, f.text_rank, f.vector_score, f.text_score
+    FROM fused f JOIN chunks c ON c.id = f.id JOIN documents d ON d.id = c.document_id
+    ORDER BY f.score DESC, f.id
+    LIMIT :k"""
+    )
+
+
+def search(
+    session: Session,
+    embedder: Embedder,
+    query: str,
+    *,
+    k: int = 5,
+    mode: str = "hybrid",
+    filters: Filters | None = None,
+    settings=None,
+    version: KBVersion | None = None,
+    query_vector=None,
+) -> list[SearchHit]:
+    """Rank chunks of the active (or given) KB version for `query`."""
+    if mode not in MODES:
+        raise SearchError(f"unknown search mode {mode!r}: choose one of {', '.join(MODES)}")
+    if not isinstance(query, str) or not query.strip():
+        raise SearchError("the query is empty")
+    if k < 1 or k > 200:
+        raise SearchError("k must be between 1 and 200")
+    query = query.replace("\x00", " ")
+    if len(query) > MAX_QUERY_CHARS:
+        query = query[:MAX_QUERY_CHARS]  # the embedder reads 512 tokens at most anyway
+    from .config import StoreSettings
+
+    settings = settings or StoreSettings.from_env()
+    filters = filters or Filters()
+    version = version or require_active(session)
+    check_embedding_model(version, embedder.name, embedder.dim)
+    candidates = max(settings.candidates, k)
+    params = {
+        "k": k,
+        "candidates": candidates,
+        "config": version.text_search_config,
+        "qlex": lexical_text(query),
+        "rrf_k": settings.rrf_k,
+        "vector_weight": settings.vector_weight,
+        "text_weight": settings.text_weight,
+        **filters.params(),
+    }
+    if mode != "text":
+        vec = query_vector if query_vector is not None else embedder.embed_queries([query])[0]
+        params["qvec"] = vector_literal(vec)
+        session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(max(40, min(1000, candidates * 2)))}"))
+    sql = build_query(version, mode, filters, exact_vectors=filters.active)
+    rows = session.execute(sa.text(sql), params).all()
+    return [SearchHit(*row) for row in rows]
+
+
+def distinct_documents(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """Best hit per document, in rank order (for document-level metrics and citations)."""
+    seen, out = set(), []
+    for hit in hits:
+        if hit.document_id not in seen:
+            seen.add(hit.document_id)
+            out.append(hit)
+    return out

@@ -1,0 +1,161 @@
+"""Ingestion and hybrid search against the real database and the real embedding model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from store.ingest import ingest
+from store.kb_versions import EmbeddingModelMismatch
+from store.reindex import reindex
+from store.search import Filters, SearchError, search
+
+DOCS = {
+    "tea.md": "# Green tea\n\nGreen tea is made from Camellia sinensis leaves that are steamed or pan-fired "
+    "to stop oxidation. Matcha is powdered green tea from Japan.",
+    "rust.md": "# Rust\n\nRust is a systems programming language focused on memory safety without a garbage "
+    "collector, using ownership and borrowing checked at compile time.",
+    "tsuyu.txt": "梅雨（つゆ）は、北海道と小笠原諸島を除く日本で5月から7月にかけて見られる雨の多い期間である。雨季の一種である。",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_ingest_is_incremental(clean_store, embedder, corpus):
+    first = ingest(clean_store, embedder, [str(corpus)])
+    assert (first.added, first.updated, first.unchanged, first.failed) == (3, 0, 0, 0)
+    again = ingest(clean_store, embedder, [str(corpus)])
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 3)
+
+    (corpus / "rust.md").write_text("# Rust\n\nRust has no garbage collector; the borrow checker frees memory.")
+    (corpus / "tsuyu.txt").unlink()
+    third = ingest(clean_store, embedder, [str(corpus)])
+    assert (third.added, third.updated, third.unchanged, third.missing) == (0, 1, 1, 1)
+    with clean_store.session() as s:
+        statuses = dict(s.execute(sa.text("SELECT title, status FROM documents")).all())
+        kinds = s.execute(sa.text("SELECT kind FROM kb_changes ORDER BY id")).scalars().all()
+        active = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
+    assert statuses == {"Green tea": "active", "Rust": "active", "tsuyu": "missing"}
+    assert kinds.count("document_added") == 3 and "document_updated" in kinds and "document_missing" in kinds
+    assert active == 2
+
+
+def test_a_failing_file_does_not_stop_the_others(clean_store, embedder, corpus):
+    (corpus / "broken.txt").write_bytes(b"\xff\xfe\x00\x00binary")
+    (corpus / "bad.jsonl").write_text('{"id": "x", "text": "fine line"}\nnot json\n', encoding="utf-8")
+    report = ingest(clean_store, embedder, [str(corpus)])
+    assert report.added == 4 and report.failed == 2 and not report.ok
+    assert {e.source.split("/")[-1] for e in report.errors} == {"broken.txt", "bad.jsonl:2"}
+
+
+def test_hybrid_search_english_and_japanese(clean_store, embedder, corpus):
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        en = search(s, embedder, "Which language checks ownership at compile time?", k=3)
+        ja = search(s, embedder, "日本で梅雨がないのは北海道とどこか", k=3)
+        ja_text = search(s, embedder, "梅雨", k=3, mode="text")
+        vec = search(s, embedder, "powdered tea", k=1, mode="vector")
+    assert en[0].title == "Rust" and en[0].vector_rank == 1 and en[0].text_rank == 1
+    assert ja[0].title == "tsuyu"
+    assert ja_text and ja_text[0].title == "tsuyu" and ja_text[0].text_score > 0
+    assert vec[0].title == "Green tea" and vec[0].text_rank is None
+
+
+def test_search_filters(clean_store, embedder, corpus):
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        tea_id = s.execute(sa.text("SELECT id FROM documents WHERE title = 'Green tea'")).scalar_one()
+        only_tea = search(s, embedder, "memory safety", k=5, filters=Filters(document_ids=(tea_id,)))
+        by_prefix = search(s, embedder, "memory safety", k=5,
+                           filters=Filters(source_prefix=(corpus / "rust").resolve().as_uri()))
+    assert {h.document_id for h in only_tea} == {tea_id}
+    assert [h.title for h in by_prefix] == ["Rust"]
+
+
+@pytest.mark.parametrize("query", [
+    "'; DROP TABLE chunks; --",
+    "a & b | !c <-> (d",
+    "\\x00 %s %(name)s $1 :param",
+    "x" * 10000,
+    "ワ" * 10000,
+])
+def test_hostile_queries_are_just_text(clean_store, embedder, corpus, query):
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        hits = search(s, embedder, query, k=3)
+        assert s.execute(sa.text("SELECT count(*) FROM chunks")).scalar_one() == 3
+    assert len(hits) <= 3
+
+
+def test_empty_query_is_refused(clean_store, embedder):
+    with clean_store.session() as s, pytest.raises(SearchError, match="empty"):
+        search(s, embedder, "   ")
+
+
+def test_other_embedding_model_is_refused_naming_reindex(clean_store, embedder, corpus):
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        s.execute(sa.text("UPDATE kb_versions SET embedding_model = 'some-other-model'"))
+    with pytest.raises(EmbeddingModelMismatch, match="kaizen reindex"):
+        ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s, pytest.raises(EmbeddingModelMismatch, match="kaizen reindex"):
+        search(s, embedder, "tea")
+
+
+def test_reindex_switches_versions_atomically(clean_store, embedder, corpus):
+    ingest(clean_store, embedder, [str(corpus)])
+    report = reindex(clean_store, embedder, reason="test")
+    assert (report.previous_version, report.new_version, report.documents, report.chunks) == (1, 2, 3, 3)
+    with clean_store.session() as s:
+        statuses = dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all())
+        hits = search(s, embedder, "matcha", k=1)
+        index = s.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_v2'")).scalar_one()
+    assert statuses == {1: "retired", 2: "active"}
+    assert hits[0].title == "Green tea" and index == 1
+
+
+def test_abandoned_build_is_rolled_back_and_active_untouched(clean_store, embedder, corpus):
+    """A reindex that dies half-way leaves a `building` version; the active one keeps answering."""
+    ingest(clean_store, embedder, [str(corpus)])
+
+    class Exploding:
+        name, dim = embedder.name, embedder.dim
+
+        def __init__(self):
+            self.calls = 0
+
+        def embed_passages(self, texts):
+            raise RuntimeError("killed half-way")
+
+        def count_tokens(self, text):
+            return embedder.count_tokens(text)
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        reindex(clean_store, Exploding(), reason="crash")
+    with clean_store.session() as s:
+        assert dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all()) == {1: "active", 2: "building"}
+        assert search(s, embedder, "matcha", k=1)[0].title == "Green tea"
+    report = reindex(clean_store, embedder)
+    with clean_store.session() as s:
+        statuses = dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all())
+    assert statuses == {1: "retired", 2: "rolled_back", 3: "active"} and report.new_version == 3
+
+
+def test_jsonl_corpus_keeps_source_ids(clean_store, embedder, tmp_path):
+    f = tmp_path / "corpus.jsonl"
+    rows = [{"id": "p-1", "title": "Alpha", "text": "The alpha particle is a helium nucleus."},
+            {"id": "p-2", "title": "Beta", "text": "Beta decay emits an electron or positron."}]
+    f.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert ingest(clean_store, embedder, [str(f)]).added == 2
+    with clean_store.session() as s:
+        hits = search(s, embedder, "helium nucleus", k=2)
+    assert hits[0].source_id == "p-1" and hits[0].source_uri.endswith("#p-1")
