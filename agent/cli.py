@@ -56,6 +56,7 @@ def _bench_commands(sub) -> None:
     p.add_argument("--corpus", required=True)
     p.add_argument("--questions", required=True)
     p.add_argument("--limit", type=int, default=None, help="use only the first N answerable questions")
+    p.add_argument("--home", help="keep the benchmark database in this KAIZEN_HOME (default: temporary)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("eval.bench_retrieval", fromlist=["main"]).main(a))
     p = bsub.add_parser("scale", help="HNSW on synthetic clustered vectors: insert rate, build time, recall, latency")

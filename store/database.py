@@ -62,14 +62,14 @@ def describe_url(url: str) -> str:
 class Store:
     """One process's handle on the knowledge store."""
 
-    def __init__(self, settings: StoreSettings | None = None, *, migrate: bool = True):
+    def __init__(self, settings: StoreSettings | None = None, *, migrate: bool = True, ephemeral: bool = False):
         self.settings = settings or StoreSettings.from_env()
         self.embedded = self.settings.database_url is None
         if self.embedded:
             from . import embedded_server
 
             try:
-                url = embedded_server.start(self.settings.pgdata)
+                url = embedded_server.start(self.settings.pgdata, ephemeral=ephemeral)
             except Exception as exc:  # pgserver raises several kinds; the person needs one line
                 raise StoreUnavailable(
                     f"could not start the embedded PostgreSQL in {self.settings.pgdata}: {exc}"

@@ -36,8 +36,9 @@ def _prune_stale_handles(pgdata: Path) -> list[int]:
     return stale
 
 
-def start(pgdata: Path) -> str:
-    """Start (or attach to) the embedded server; return a SQLAlchemy URL of the `kaizen` database."""
+def start(pgdata: Path, *, ephemeral: bool = False) -> str:
+    """Start (or attach to) the embedded server; return a SQLAlchemy URL of the `kaizen` database.
+    An ephemeral server (benchmarks) is stopped and its data directory deleted when the process exits."""
     pgdata = Path(pgdata).expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     import pgserver
@@ -46,7 +47,7 @@ def start(pgdata: Path) -> str:
     if pgdata.exists():
         with PostgresServer._lock:
             _prune_stale_handles(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pgserver.get_server(pgdata, cleanup_mode="delete" if ephemeral else "stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         try:

@@ -1,0 +1,126 @@
+"""`kaizen bench retrieval`: recall@1/5/10 and MRR per search mode, query latency, ingestion vs raw embedding speed.
+
+Runs in a fresh embedded database (a temporary KAIZEN_HOME, or --home DIR to keep and reuse it: a second run
+then skips unchanged documents, so ingestion figures are only meaningful on a fresh home).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+K_VALUES = (1, 5, 10)
+CHUNKS_PER_QUERY = 30  # chunks asked for, so that 10 distinct documents remain after de-duplication
+
+
+def load_questions(path: str, limit: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")]
+    return rows[:limit] if limit else rows
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def score_ranking(ranked_ids: list[str], gold: set[str]) -> dict:
+    rank = next((i + 1 for i, doc in enumerate(ranked_ids[:10]) if doc in gold), None)
+    out = {f"recall@{k}": float(rank is not None and rank <= k) for k in K_VALUES}
+    out["mrr@10"] = 1.0 / rank if rank else 0.0
+    return out
+
+
+def evaluate_modes(store, embedder, questions: list[dict], modes=("hybrid", "vector", "text")) -> dict:
+    from store.search import distinct_documents, search
+
+    results = {}
+    for mode in modes:
+        totals = {f"recall@{k}": 0.0 for k in K_VALUES} | {"mrr@10": 0.0}
+        latencies = []
+        for q in questions:
+            started = time.perf_counter()
+            with store.session() as s:
+                hits = search(s, embedder, q["question"], k=CHUNKS_PER_QUERY, mode=mode, settings=store.settings)
+            latencies.append((time.perf_counter() - started) * 1000)
+            ranked = [h.source_id for h in distinct_documents(hits)]
+            for key, value in score_ranking(ranked, set(q["gold_passage_ids"])).items():
+                totals[key] += value
+        n = max(1, len(questions))
+        results[mode] = {key: round(value / n, 4) for key, value in totals.items()} | {
+            "latency_ms_p50": round(percentile(latencies, 0.5), 2),
+            "latency_ms_p95": round(percentile(latencies, 0.95), 2),
+        }
+    return results
+
+
+def run(corpus: str, questions_path: str, limit: int | None = None, home: str | None = None) -> dict:
+    from store.config import StoreSettings
+    from store.database import Store
+    from store.embeddings import load_embedder
+    from store.ingest import ingest
+
+    temporary = home is None
+    home_dir = Path(home or tempfile.mkdtemp(prefix="kaizen-bench-"))
+    settings = dataclasses.replace(StoreSettings.from_env(), home=home_dir, database_url=None)
+    store = Store(settings, ephemeral=temporary)  # a temporary server deletes its data when we exit
+    try:
+        embedder = load_embedder(threads=settings.embed_threads)
+        report = ingest(store, embedder, [corpus])
+        if report.errors:
+            raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+        with store.session() as s:
+            texts = s.execute(sa.text("SELECT search_text FROM active_chunks a JOIN chunks c USING (id)")).scalars().all()
+        started = time.perf_counter()
+        embedder.embed_passages(texts)
+        raw_seconds = time.perf_counter() - started
+        questions = load_questions(questions_path, limit)
+        modes = evaluate_modes(store, embedder, questions)
+        ingest_rate = report.chunks / report.seconds if report.seconds and report.chunks else None
+        raw_rate = len(texts) / raw_seconds if raw_seconds else None
+        return {
+            "benchmark": "retrieval",
+            "corpus": str(corpus),
+            "questions": str(questions_path),
+            "answerable_questions": len(questions),
+            "documents": report.added + report.updated + report.unchanged,
+            "chunks": len(texts),
+            "embedding_model": embedder.name,
+            "settings": {"rrf_k": settings.rrf_k, "vector_weight": settings.vector_weight,
+                         "text_weight": settings.text_weight, "candidates": settings.candidates,
+                         "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap},
+            "ingest": {
+                "seconds": round(report.seconds, 2),
+                "chunks_per_second": round(ingest_rate, 2) if ingest_rate else None,
+                "raw_embedding_chunks_per_second": round(raw_rate, 2) if raw_rate else None,
+                "ratio_to_raw_embedding": round(ingest_rate / raw_rate, 3) if ingest_rate and raw_rate else None,
+                "fresh": report.unchanged == 0,
+            },
+            "modes": modes,
+        }
+    finally:
+        store.close()
+
+
+def main(args) -> int:
+    from agent.console import out, print_json, print_table
+
+    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None))
+    if args.json:
+        print_json(result)
+        return 0
+    ing = result["ingest"]
+    out.print(f"{result['documents']} documents, {result['chunks']} chunks; ingest {ing['seconds']}s "
+              f"({ing['chunks_per_second']} chunks/s, raw embedding {ing['raw_embedding_chunks_per_second']}/s)")
+    keys = ["recall@1", "recall@5", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"]
+    print_table(["mode", *keys], [[mode, *[m[k] for k in keys]] for mode, m in result["modes"].items()])
+    return 0
