@@ -96,7 +96,8 @@ def run(corpus: str, questions_path: str, limit: int | None = None, home: str | 
             "chunks": len(texts),
             "embedding_model": embedder.name,
             "settings": {"rrf_k": settings.rrf_k, "vector_weight": settings.vector_weight,
-                         "text_weight": settings.text_weight, "candidates": settings.candidates,
+                         "text_weight": settings.text_weight, "cjk_text_weight": settings.cjk_text_weight,
+                         "candidates": settings.candidates,
                          "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap},
             "ingest": {
                 "seconds": round(report.seconds, 2),

@@ -58,6 +58,7 @@ class StoreSettings:
     rrf_k: int
     vector_weight: float
     text_weight: float
+    cjk_text_weight: float
     candidates: int
     extra: dict = field(default_factory=dict)
 
@@ -86,5 +87,8 @@ class StoreSettings:
             rrf_k=_int("KAIZEN_RRF_K", 60),
             vector_weight=_float("KAIZEN_VECTOR_WEIGHT", 1.0),
             text_weight=_float("KAIZEN_TEXT_WEIGHT", 1.0),
+            # Character-bigram BM25 ranks Japanese better than the small multilingual embedder does (recall@1
+            # 0.90 vs 0.83 on JSQuAD dev), so queries written mostly in CJK lean on the full-text ranking.
+            cjk_text_weight=_float("KAIZEN_CJK_TEXT_WEIGHT", 2.0),
             candidates=_int("KAIZEN_SEARCH_CANDIDATES", 50),
         )

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from .embeddings import Embedder
 from .indexing import vector_literal
 from .kb_versions import KBVersion, check_embedding_model, require_active
-from .lexical import lexical_text
+from .lexical import cjk_ratio, lexical_text
+
+CJK_QUERY_SHARE = 0.3  # a query this much CJK counts as a CJK query for the fusion weights
 
 MODES = ("hybrid", "vector", "text")
 MAX_QUERY_CHARS = 4000
@@ -202,7 +204,7 @@ def search(
         "qlex": lexical_text(query),
         "rrf_k": settings.rrf_k,
         "vector_weight": settings.vector_weight,
-        "text_weight": settings.text_weight,
+        "text_weight": settings.cjk_text_weight if cjk_ratio(query) >= CJK_QUERY_SHARE else settings.text_weight,
         **filters.params(),
     }
     if mode != "text":
