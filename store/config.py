@@ -24,7 +24,7 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("kaizen", appauthor=False))
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
+def env_int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -37,7 +37,7 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
-def _float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -69,8 +69,8 @@ class StoreSettings:
     @classmethod
     def from_env(cls) -> "StoreSettings":
         home = Path(os.environ.get("KAIZEN_HOME") or default_home()).expanduser()
-        chunk_tokens = _int("KAIZEN_CHUNK_TOKENS", 320, minimum=32)
-        overlap = _int("KAIZEN_CHUNK_OVERLAP", 48, minimum=0)
+        chunk_tokens = env_int("KAIZEN_CHUNK_TOKENS", 320, minimum=32)
+        overlap = env_int("KAIZEN_CHUNK_OVERLAP", 48, minimum=0)
         if overlap >= chunk_tokens:
             raise ConfigError(
                 f"KAIZEN_CHUNK_OVERLAP={overlap} must be smaller than KAIZEN_CHUNK_TOKENS={chunk_tokens}"
@@ -80,15 +80,15 @@ class StoreSettings:
         return cls(
             home=home,
             database_url=os.environ.get("KAIZEN_DATABASE_URL") or None,
-            embed_threads=_int("KAIZEN_EMBED_THREADS", os.cpu_count() or 1),
+            embed_threads=env_int("KAIZEN_EMBED_THREADS", os.cpu_count() or 1),
             chunk_tokens=chunk_tokens,
             chunk_overlap=overlap,
             text_search_config=os.environ.get("KAIZEN_TEXT_SEARCH_CONFIG", "english"),
-            rrf_k=_int("KAIZEN_RRF_K", 60),
-            vector_weight=_float("KAIZEN_VECTOR_WEIGHT", 1.0),
-            text_weight=_float("KAIZEN_TEXT_WEIGHT", 1.0),
+            rrf_k=env_int("KAIZEN_RRF_K", 60),
+            vector_weight=env_float("KAIZEN_VECTOR_WEIGHT", 1.0),
+            text_weight=env_float("KAIZEN_TEXT_WEIGHT", 1.0),
             # Character-bigram BM25 ranks Japanese better than the small multilingual embedder does (recall@1
             # 0.90 vs 0.83 on JSQuAD dev), so queries written mostly in CJK lean on the full-text ranking.
-            cjk_text_weight=_float("KAIZEN_CJK_TEXT_WEIGHT", 2.0),
-            candidates=_int("KAIZEN_SEARCH_CANDIDATES", 50),
+            cjk_text_weight=env_float("KAIZEN_CJK_TEXT_WEIGHT", 2.0),
+            candidates=env_int("KAIZEN_SEARCH_CANDIDATES", 50),
         )
