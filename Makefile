@@ -11,7 +11,7 @@ BENCH_OUT ?= bench-results
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chat test bench schema-docs clean
+.PHONY: install chat test bench docs clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 
 chat: install
 	$(BIN)/kaizen ingest --if-empty store/sample_kb
-	$(BIN)/kaizen status
+	$(BIN)/kaizen chat
 
 test: install
 	$(BIN)/pytest -q
@@ -39,9 +39,9 @@ bench: install
 	$(BIN)/kaizen bench retrieval --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-jsquad.json
 	$(BIN)/kaizen bench scale --n 100000 --json | tee $(BENCH_OUT)/scale.json
 
-# Regenerate the README's schema section from a migrated database (tests/test_schema_docs.py checks it).
-schema-docs: install
-	$(BIN)/python -m tests.schema_docs --write README.md
+# Regenerate the README's schema and graph sections from the code (tests/test_readme_docs.py checks them).
+docs: install
+	$(BIN)/python -m tests.readme_docs --write README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

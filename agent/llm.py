@@ -1,0 +1,353 @@
+"""The llama.cpp runtime: one loaded model per process, shared by every node of the graph (and by the judge).
+
+- Settings: KAIZEN_CHAT_MODEL (a .gguf path; default SmolLM2-135M-Instruct shipped through pip),
+  KAIZEN_LLM_THREADS (default: the number of cores), KAIZEN_LLM_CTX (4096), KAIZEN_LLM_MAX_TOKENS (256),
+  KAIZEN_LLM_TEMPERATURE (0: greedy, reproducible), KAIZEN_LLM_REPEAT_PENALTY (1.1).
+- Prompts are rendered with the GGUF's own chat template (the one `create_chat_completion` uses), so any GGUF
+  given by path works, and token counts are exact.
+- `stream_chat` yields text pieces and, when done, reports prompt tokens (all, and those actually processed after
+  llama.cpp's KV-cache prefix reuse), generated tokens and time to first token. A `threading.Event` stops it.
+- `json_chat` constrains the reply with a JSON schema (llama.cpp grammar), validates it, and returns a typed
+  result, or a recorded failure: it never raises for a malformed reply.
+- The model is used behind a lock: a process has one KV cache, and llama.cpp is not re-entrant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from store.config import env_float, env_int
+
+from .model_files import ModelFileError, chat_model_path
+
+DEFAULT_CTX = 4096
+DEFAULT_MAX_TOKENS = 256
+
+
+class LLMError(RuntimeError):
+    """The model cannot be used as configured; the message is one line for a person and names the setting."""
+
+
+class ContextOverflow(LLMError):
+    pass
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    model_path: Path
+    threads: int
+    ctx: int
+    max_tokens: int
+    temperature: float = 0.0
+    repeat_penalty: float = 1.1
+
+    @classmethod
+    def from_env(cls) -> "LLMSettings":
+        path = chat_model_path()  # raises ModelFileError naming KAIZEN_CHAT_MODEL
+        ctx = env_int("KAIZEN_LLM_CTX", DEFAULT_CTX, minimum=512)
+        max_tokens = env_int("KAIZEN_LLM_MAX_TOKENS", DEFAULT_MAX_TOKENS, minimum=16)
+        if max_tokens > ctx // 2:
+            raise LLMError(f"KAIZEN_LLM_MAX_TOKENS={max_tokens} must be at most half of KAIZEN_LLM_CTX={ctx}")
+        return cls(
+            model_path=path,
+            threads=env_int("KAIZEN_LLM_THREADS", os.cpu_count() or 1),
+            ctx=ctx,
+            max_tokens=max_tokens,
+            temperature=env_float("KAIZEN_LLM_TEMPERATURE", 0.0),
+            repeat_penalty=env_float("KAIZEN_LLM_REPEAT_PENALTY", 1.1, minimum=1.0),
+        )
+
+
+@dataclass
+class Usage:
+    """One LLM call. prompt_tokens is the whole prompt; prompt_processed what llama.cpp had to evaluate after
+    reusing the KV cache's common prefix."""
+
+    kind: str = ""
+    prompt_tokens: int = 0
+    prompt_processed: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    total_ms: float = 0.0
+    finish_reason: str | None = None
+    stopped: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class JSONResult:
+    """A constrained reply: `value` when it parsed and validated, else `error` (and the raw text) for the record."""
+
+    ok: bool
+    value: Any = None
+    raw: str = ""
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+class ChatStream:
+    """Iterate for text pieces; afterwards `.text` and `.usage` hold the whole reply and its counts."""
+
+    def __init__(self, llm: "LLM", messages: list[dict], max_tokens: int, cancel: threading.Event | None, kind: str,
+                 stop: list[str] | None = None):
+        self._llm = llm
+        self._stop = stop
+        self._messages = messages
+        self._max_tokens = max_tokens
+        self._cancel = cancel
+        self.text = ""
+        self.usage = Usage(kind=kind)
+
+    def __iter__(self) -> Iterator[str]:
+        llm = self._llm
+        with llm.lock:
+            tokens = llm.prompt_tokens(self._messages)
+            llm.check_fits(len(tokens), self._max_tokens)
+            usage = self.usage
+            usage.prompt_tokens = len(tokens)
+            usage.prompt_processed = len(tokens) - llm.cached_prefix(tokens)
+            started = time.perf_counter()
+            pieces = []
+            stream = llm.model.create_chat_completion(
+                messages=self._messages,
+                max_tokens=self._max_tokens,
+                stream=True,
+                stop=self._stop,
+                **llm.sampling(),
+            )
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    piece = choice.get("delta", {}).get("content") or ""
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = choice["finish_reason"]
+                    if piece:
+                        if usage.ttft_ms is None:
+                            usage.ttft_ms = (time.perf_counter() - started) * 1000
+                        pieces.append(piece)
+                        yield piece
+                    if self._cancel is not None and self._cancel.is_set():
+                        usage.stopped = True
+                        usage.finish_reason = "stopped"
+                        break
+            finally:
+                stream.close()
+                self.text = "".join(pieces)
+                usage.total_ms = (time.perf_counter() - started) * 1000
+                usage.completion_tokens = llm.generated_since(len(tokens))
+                llm.record(usage)
+
+    def run(self, on_token: Callable[[str], None] | None = None) -> "ChatStream":
+        for piece in self:
+            if on_token is not None:
+                on_token(piece)
+        return self
+
+
+class LLM:
+    """One llama.cpp model (a `llama_cpp.Llama`) with a lock, token counting and usage accounting."""
+
+    def __init__(self, settings: LLMSettings):
+        import llama_cpp
+
+        self.settings = settings
+        self.path = Path(settings.model_path)
+        try:
+            self.model = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=settings.ctx,
+                n_threads=settings.threads,
+                n_threads_batch=settings.threads,
+                n_batch=512,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LLMError(f"KAIZEN_CHAT_MODEL={self.path}: llama.cpp could not load it ({exc})") from None
+        self.lock = threading.RLock()
+        self.name = self.path.name
+        self.calls: list[Usage] = []  # every call in this process, in order (nodes read the tail)
+        self._formatter = None
+        handlers = getattr(self.model, "_chat_handlers", {})
+        template = self.model.metadata.get("tokenizer.chat_template")
+        if template and "chat_template.default" in handlers:
+            # Always the GGUF's own template, even where llama-cpp-python would guess a built-in format.
+            self.model.chat_format = "chat_template.default"
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos = self.model.token_eos()
+            bos = self.model.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self.model._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=self.model._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+
+    # -- tokens ----------------------------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text)) if text else 0
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of `text` that is at most `max_tokens` tokens (cut at a token boundary)."""
+        tokens = self.tokenize(text)
+        if len(tokens) <= max_tokens:
+            return text
+        return self.model.detokenize(tokens[: max(0, max_tokens)]).decode("utf-8", errors="ignore")
+
+    def render(self, messages: Sequence[dict]) -> str:
+        """The prompt text exactly as `create_chat_completion` builds it from the GGUF's chat template."""
+        if self._formatter is not None:
+            return self._formatter(messages=list(messages)).prompt
+        # No template in the file: llama-cpp-python falls back to a built-in format (llama-2); use its formatter.
+        from llama_cpp import llama_chat_format
+
+        name = str(self.model.chat_format or "llama-2").replace("-", "").replace(".", "_")
+        formatter = getattr(llama_chat_format, f"format_{name}", None)
+        if formatter is None:
+            return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        return formatter(messages=list(messages)).prompt
+
+    def prompt_tokens(self, messages: Sequence[dict]) -> list[int]:
+        prompt = self.render(messages)
+        added_special = self._formatter is not None
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=not added_special, special=True)
+
+    def count_prompt(self, messages: Sequence[dict]) -> int:
+        return len(self.prompt_tokens(messages))
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens of `tokens` llama.cpp already holds in its KV cache."""
+        held = self.model._input_ids[: self.model.n_tokens]
+        n = 0
+        for a, b in zip(held, tokens):
+            if a != b:
+                break
+            n += 1
+        if n == len(tokens) and n > 0:
+            n -= 1  # llama.cpp replays the last token to refresh the logits
+        return n
+
+    def generated_since(self, prompt_len: int) -> int:
+        # Every sampled token but the last one is evaluated into the context; the last (EOS or the one at the
+        # length limit) is sampled but not evaluated.
+        return max(0, self.model.n_tokens - prompt_len + 1)
+
+    def check_fits(self, prompt_len: int, max_tokens: int) -> None:
+        if prompt_len + max_tokens > self.n_ctx:
+            raise ContextOverflow(
+                f"the prompt ({prompt_len} tokens) plus the reply ({max_tokens}) do not fit the context window of "
+                f"{self.n_ctx} tokens: raise KAIZEN_LLM_CTX or lower KAIZEN_LLM_MAX_TOKENS"
+            )
+
+    def reset(self) -> None:
+        """Forget the KV cache (benchmarks use it to time a cold call)."""
+        with self.lock:
+            self.model.reset()
+            self.model._ctx.kv_cache_clear() if hasattr(self.model._ctx, "kv_cache_clear") else None
+
+    def sampling(self) -> dict:
+        s = self.settings
+        return {"temperature": s.temperature, "repeat_penalty": s.repeat_penalty, "seed": 1234}
+
+    def record(self, usage: Usage) -> None:
+        self.calls.append(usage)
+        if len(self.calls) > 1000:
+            del self.calls[:500]
+
+    # -- calls -------------------------------------------------------------------------------------------------
+    def stream_chat(self, messages: list[dict], *, max_tokens: int | None = None,
+                    cancel: threading.Event | None = None, kind: str = "generate",
+                    stop: list[str] | None = None) -> ChatStream:
+        return ChatStream(self, messages, max_tokens or self.settings.max_tokens, cancel, kind, stop)
+
+    def chat(self, messages: list[dict], *, max_tokens: int | None = None, kind: str = "chat") -> tuple[str, Usage]:
+        stream = self.stream_chat(messages, max_tokens=max_tokens, kind=kind).run()
+        return stream.text, stream.usage
+
+    def json_chat(self, messages: list[dict], schema: dict, *, validate: Callable[[Any], Any] | None = None,
+                  max_tokens: int = 64, kind: str = "json") -> JSONResult:
+        """A reply constrained to `schema` (llama.cpp grammar), parsed and validated; never raises for bad output.
+
+        llama.cpp's schema converter ignores integer minimum/maximum: bound numbers with `enum`."""
+        usage = Usage(kind=kind)
+        raw = ""
+        try:
+            with self.lock:
+                tokens = self.prompt_tokens(messages)
+                self.check_fits(len(tokens), max_tokens)
+                usage.prompt_tokens = len(tokens)
+                usage.prompt_processed = len(tokens) - self.cached_prefix(tokens)
+                started = time.perf_counter()
+                try:
+                    reply = self.model.create_chat_completion(
+                        messages=messages,
+                        max_tokens=max_tokens,
+                        response_format={"type": "json_object", "schema": schema},
+                        **self.sampling(),
+                    )
+                finally:
+                    usage.total_ms = (time.perf_counter() - started) * 1000
+                    usage.completion_tokens = self.generated_since(len(tokens))
+                    self.record(usage)
+            choice = reply["choices"][0]
+            raw = choice["message"].get("content") or ""
+            usage.finish_reason = choice.get("finish_reason")
+            usage.completion_tokens = reply.get("usage", {}).get("completion_tokens", usage.completion_tokens)
+        except ContextOverflow as exc:
+            return JSONResult(ok=False, raw=raw, error=str(exc), usage=usage)
+        except (ValueError, RuntimeError) as exc:  # llama.cpp refusing the request is a failed grade, not a crash
+            return JSONResult(ok=False, raw=raw, error=f"llama.cpp: {exc}", usage=usage)
+        return parse_json_reply(raw, validate, usage)
+
+
+def parse_json_reply(raw: str, validate: Callable[[Any], Any] | None, usage: Usage | None = None) -> JSONResult:
+    """Parse and validate a constrained reply. A malformed one becomes a failed result with the reason."""
+    usage = usage or Usage()
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        reason = "reply cut off at the token limit" if usage.finish_reason == "length" else "not valid JSON"
+        return JSONResult(ok=False, raw=raw, error=f"{reason}: {exc}", usage=usage)
+    if validate is not None:
+        try:
+            value = validate(value)
+        except (TypeError, ValueError, KeyError) as exc:
+            return JSONResult(ok=False, raw=raw, error=f"unexpected JSON: {exc}", usage=usage)
+    return JSONResult(ok=True, value=value, raw=raw, usage=usage)
+
+
+_cache: dict[tuple, LLM] = {}
+_cache_lock = threading.Lock()
+
+
+def get_llm(settings: LLMSettings | None = None) -> LLM:
+    """The process's model for these settings (loaded once; every node and the judge share it)."""
+    settings = settings or LLMSettings.from_env()
+    key = (str(Path(settings.model_path).resolve()), settings.threads, settings.ctx)
+    with _cache_lock:
+        llm = _cache.get(key)
+        if llm is None:
+            llm = LLM(settings)
+            _cache[key] = llm
+        elif llm.settings != settings:
+            llm.settings = settings  # max tokens / sampling changes need no reload
+        return llm
+
+
+__all__ = ["LLM", "LLMError", "LLMSettings", "ContextOverflow", "ModelFileError", "JSONResult", "Usage",
+           "ChatStream", "get_llm", "parse_json_reply"]

@@ -1,0 +1,163 @@
+"""Cheap signals the graph decides with, none of which needs an LLM call.
+
+- Retrieval relevance: the e5 cosine of the query and the chunk (the store's vector score), helped by BM25
+  presence (the chunk ranks in the full-text top 2).
+- Grounding: how much of each answer sentence is found in the passages it cites (content words; CJK as
+  character bigrams), and the e5 cosine of the sentence with those passages' stored embeddings.
+- Prompt-injection guard: instruction-like sentences aimed at the assistant are redacted from document text
+  before it enters the prompt (the system prompt also says document text is data).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .prompts import strip_citations
+
+_STOP = set(
+    """a an the and or but if of to in on at by for with from as is are was were be been being it its this that
+    these those there here what which who whom whose when where why how do does did doing done have has had
+    having not no nor so than too very can could should would may might must will shall just also about into
+    over under again further then once only own same such both each few more most other some any all i me my
+    we our you your he him his she her they them their theirs itself themselves up down out off above below
+    between through during before after until while because per via one two""".split()
+)
+_WORD = re.compile(r"\w+", re.U)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]+")
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+|(?<=[。！？])")
+
+
+def content_tokens(text: str) -> set[str]:
+    """Lower-cased content words (stop words and 1-letter words dropped; crude plural folding) plus CJK bigrams."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    tokens: set[str] = set()
+    for run in _CJK.findall(text):
+        if len(run) == 1:
+            tokens.add(run)
+        tokens.update(run[i:i + 2] for i in range(len(run) - 1))
+    for word in _WORD.findall(_CJK.sub(" ", text)):
+        if len(word) < 2 or word in _STOP:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        tokens.add(word)
+    return tokens
+
+
+def sentences(text: str) -> list[str]:
+    parts = [p.strip() for p in _SENTENCE.split(text) if p and p.strip()]
+    return [p for p in parts if len(content_tokens(strip_citations(p))) >= 1]
+
+
+@dataclass
+class SentenceSupport:
+    sentence: str
+    cited: list[int]
+    best_passage: int | None
+    lexical: float
+    cosine: float | None = None
+
+    def supported(self, lexical_min: float, cosine_min: float) -> bool:
+        return self.lexical >= lexical_min or (self.cosine is not None and self.cosine >= cosine_min)
+
+
+@dataclass
+class Grounding:
+    sentences: list[SentenceSupport] = field(default_factory=list)
+    lexical: float = 0.0  # token-weighted share of answer words found in the supporting passages
+    supported_share: float = 0.0  # share of sentences supported (lexically or by embedding)
+
+    def as_dict(self) -> dict:
+        return {
+            "lexical": round(self.lexical, 3),
+            "supported_share": round(self.supported_share, 3),
+            "sentences": [
+                {"text": s.sentence[:200], "cited": s.cited, "best_passage": s.best_passage,
+                 "lexical": round(s.lexical, 3), "cosine": None if s.cosine is None else round(s.cosine, 3)}
+                for s in self.sentences
+            ],
+        }
+
+
+_CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+LEXICAL_MIN = 0.6  # a sentence whose content words are mostly in a passage is supported by it
+COSINE_MIN = 0.88  # e5 query-vs-passage cosine that counts as a paraphrase of the passage
+
+
+def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vectors: dict | None = None) -> Grounding:
+    """How well the answer's sentences are supported by the passages they cite (or, uncited, by any passage)."""
+    numbers = [p["number"] for p in passages]
+    tokens_by_number = {p["number"]: content_tokens(f"{p.get('title', '')} {p['text']}") for p in passages}
+    result = Grounding()
+    weights = []
+    for raw in sentences(answer):
+        cited = [int(n) for m in _CITE.finditer(raw) for n in m.group(1).split(",") if int(n) in tokens_by_number]
+        words = content_tokens(strip_citations(raw))
+        if not words:
+            continue
+        candidates = cited or numbers
+        best, best_share = None, 0.0
+        for n in candidates:
+            share = len(words & tokens_by_number[n]) / len(words)
+            if share > best_share:
+                best, best_share = n, share
+        result.sentences.append(SentenceSupport(raw, cited, best, best_share))
+        weights.append(len(words))
+    if not result.sentences:
+        return result
+    if embedder is not None and passage_vectors:
+        texts = [strip_citations(s.sentence) for s in result.sentences]
+        vectors = embedder.embed_queries(texts)
+        for s, vec in zip(result.sentences, vectors):
+            vec = vec / (np.linalg.norm(vec) or 1.0)
+            candidates = [n for n in (s.cited or numbers) if n in passage_vectors]
+            if not candidates:
+                continue
+            sims = [float(np.dot(vec, passage_vectors[n])) for n in candidates]
+            best = int(np.argmax(sims))
+            s.cosine = sims[best]
+            if s.lexical < LEXICAL_MIN and s.cosine >= COSINE_MIN:
+                s.best_passage = candidates[best]
+    total = sum(weights)
+    result.lexical = sum(s.lexical * w for s, w in zip(result.sentences, weights)) / total
+    result.supported_share = sum(
+        w for s, w in zip(result.sentences, weights) if s.supported(LEXICAL_MIN, COSINE_MIN)
+    ) / total
+    return result
+
+
+# -- prompt injection -------------------------------------------------------------------------------------------
+_INJECTION = re.compile(
+    r"[^.!?\n。]*\b(?:ignore|disregard|forget|override|bypass)\b[^.!?\n。]{0,30}"
+    r"\b(?:previous|prior|above|earlier|preceding|all|any|your|system|original|these|those|other)\b[^.!?\n。]{0,30}"
+    r"\b(?:instructions?|rules?|prompts?|directions?|guidelines?|system message)\b[^.!?\n。]*[.!?。]?"
+    r"|[^.!?\n。]*\b(?:you are now|act as|pretend to be|from now on,? you|new instructions?:)[^.!?\n。]*[.!?。]?"
+    r"|[^.!?\n。]*\b(?:you|the assistant|the ai|the model|the chatbot)\s+(?:must|should|shall|will|have to)\s+(?:now\s+|always\s+|only\s+)*"
+    r"(?:answer|reply|respond|say|output|print|write)\b[^.!?\n。]*[.!?。]?"
+    r"|[^.!?\n。]*(?:以前の指示|前の指示|これまでの指示)[^。\n]*[。]?",
+    re.I,
+)
+REDACTED = "[instruction-like text removed]"
+
+
+def redact_injections(text: str) -> tuple[str, int]:
+    """Replace instruction-like sentences aimed at the assistant with a marker; return (text, how many)."""
+    count = 0
+
+    def _sub(match: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return " " + REDACTED + " "
+
+    return _INJECTION.sub(_sub, text), count
+
+
+def parse_vector(text: str) -> np.ndarray:
+    vec = np.asarray([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
+    return vec / (np.linalg.norm(vec) or 1.0)

@@ -1,0 +1,67 @@
+"""Conversations are threads checkpointed in Postgres (langgraph-checkpoint-postgres, in Kaizen's own database),
+so a thread can be resumed after a restart; the list of threads comes from the `thread_overview` view."""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+
+_SETUP_LOCK = 7234003
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """`postgresql+psycopg://...` (SQLAlchemy) to a plain libpq URL for psycopg."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def new_thread_id() -> str:
+    return "t-" + secrets.token_hex(4)
+
+
+class Checkpoints:
+    """A PostgresSaver over a small connection pool on the store's database (tables created on first use)."""
+
+    def __init__(self, store):
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(
+            conninfo=libpq_url(store.url),
+            min_size=1,
+            max_size=4,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            check=ConnectionPool.check_connection,
+            open=True,
+            timeout=30,
+        )
+        self.saver = PostgresSaver(self.pool)
+        with self.pool.connection() as conn:
+            # Two processes starting at once (REPL + worker) must not race the checkpointer's own migrations.
+            conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+            try:
+                self.saver.setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def list_threads(store, limit: int = 20) -> list[dict]:
+    with store.session() as s:
+        rows = s.execute(
+            sa.text("SELECT thread_id, turns, started_at, last_at, first_question FROM thread_overview "
+                    "ORDER BY last_at DESC LIMIT :n"),
+            {"n": limit},
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def thread_exists(store, thread_id: str) -> bool:
+    with store.session() as s:
+        return s.execute(sa.text("SELECT 1 FROM interactions WHERE thread_id = :t LIMIT 1"),
+                         {"t": thread_id}).first() is not None

@@ -1,0 +1,248 @@
+"""The real graph on the real default GGUF model against the real database (a fake model only forces branches)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+
+from tests.test_agent_support import FakeLLM, build_kb, clean_agent_tables
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kb(store, embedder, tmp_path_factory):
+    build_kb(store, embedder, tmp_path_factory.mktemp("agent-kb"))
+    yield store
+    clean_agent_tables(store)
+
+
+@pytest.fixture(scope="module")
+def agent(kb, embedder):
+    from agent.graph import Agent
+
+    a = Agent(kb, embedder=embedder)
+    yield a
+    a.close()
+
+
+def _one(store, sql: str, **params):
+    with store.session() as s:
+        return s.execute(sa.text(sql), params).one()
+
+
+def test_answers_from_the_knowledge_base_with_a_valid_citation(agent, kb):
+    tokens = []
+    result = agent.ask("What is the name of Kaizen's mascot?",
+                       on_event=lambda e: tokens.append(e["text"]) if e["type"] == "token" else None)
+    assert not result.abstained, result.answer
+    assert "Miso" in result.answer
+    assert "".join(tokens).strip() == result.answer  # streamed, token by token
+    assert len(tokens) > 3
+    assert result.citations, result
+    numbers = {p["number"]: p for p in result.passages}
+    for citation in result.citations:
+        assert citation["number"] in numbers  # a valid [n]
+        assert numbers[citation["number"]]["chunk_id"] == citation["chunk_id"]
+    assert any("mascot.md" in c["source_uri"] for c in result.citations)
+    assert result.timings["generate"] > 0 and result.timings["total"] >= result.timings["generate"]
+    assert result.usage["llm_calls"] >= 1 and result.usage["completion_tokens"] > 0
+    row = _one(kb, "SELECT question, answer, abstained, model, llm_calls, prompt_tokens, completion_tokens, "
+                   "timings ? 'retrieve' AS has_timing FROM interactions WHERE id = :id", id=result.interaction_id)
+    assert row.question == "What is the name of Kaizen's mascot?" and row.answer == result.answer
+    assert row.model.endswith(".gguf") and row.llm_calls == result.usage["llm_calls"] and row.has_timing
+    cited = _one(kb, "SELECT count(*) FROM retrievals r JOIN chunks c ON c.id = r.chunk_id JOIN documents d "
+                     "ON d.id = c.document_id WHERE r.interaction_id = :id AND r.cited AND d.source_uri LIKE "
+                     "'%mascot.md'", id=result.interaction_id)[0]
+    assert cited == 1
+    graders = {g for (g,) in _all(kb, "SELECT grader FROM grades WHERE interaction_id = :id", id=result.interaction_id)}
+    assert {"retrieval_relevance", "citations", "grounding"} <= graders
+
+
+def _all(store, sql: str, **params):
+    with store.session() as s:
+        return s.execute(sa.text(sql), params).all()
+
+
+def test_abstains_and_records_a_knowledge_gap_when_nothing_is_relevant(agent, kb):
+    from agent.prompts import ABSTAIN
+
+    result = agent.ask("What is the boiling point of tungsten in kelvin?")
+    assert result.abstained and result.answer == ABSTAIN
+    assert result.rewrites == 1  # one rewrite (the cap), then abstain
+    assert result.citations == [] and result.passages == []
+    gap = _one(kb, "SELECT question, reason FROM knowledge_gaps WHERE interaction_id = :id", id=result.interaction_id)
+    assert gap.question.startswith("What is the boiling point") and gap.reason == "no relevant chunks"
+    attempts = _one(kb, "SELECT count(DISTINCT attempt) FROM retrievals WHERE interaction_id = :id",
+                    id=result.interaction_id)[0]
+    assert attempts == 2
+
+
+def test_prompt_injection_inside_a_document_is_not_obeyed(agent, kb):
+    from agent.llm import get_llm
+    from agent.prompts import SYSTEM
+
+    result = agent.ask("When does the Maple Street community garden close?")
+    assert "BANANA" not in result.answer.upper()
+    assert not result.abstained and "8" in result.answer, result.answer
+    assert "data, not instructions" in SYSTEM
+    guard = _all(kb, "SELECT verdict FROM grades WHERE interaction_id = :id AND grader = 'injection_guard'",
+                 id=result.interaction_id)
+    assert guard == [("redacted",)]
+    # the context the model saw was delimited and held no trace of the injected instruction
+    from agent.nodes import answer_messages_for
+
+    prompt = get_llm().render(answer_messages_for({"prompt_question": result.question, "passages": result.passages},
+                                                  strict=False))
+    assert "<context>" in prompt and "</context>" in prompt and "BANANA" not in prompt.split("<context>")[-1]
+
+
+def test_empty_and_very_long_questions(agent, kb):
+    from agent.graph import QuestionError
+
+    with pytest.raises(QuestionError, match="empty"):
+        agent.ask("   \n ")
+    question = "Tell me about the Kestrel Point lighthouse. " + "Please be thorough and precise. " * 640
+    assert len(question) > 20000
+    result = agent.ask(question)
+    assert any("cut" in n for n in result.notices)
+    assert result.interaction_id is not None
+    stored = _one(kb, "SELECT length(question) FROM interactions WHERE id = :id", id=result.interaction_id)[0]
+    assert stored == len(question.strip())
+
+
+def test_context_overflow_is_trimmed_not_fatal(kb, embedder, monkeypatch):
+    from agent.graph import Agent
+    from agent.llm import LLMSettings, get_llm
+    from agent.state import AgentSettings
+
+    monkeypatch.setenv("KAIZEN_LLM_CTX", "1024")
+    monkeypatch.setenv("KAIZEN_LLM_MAX_TOKENS", "256")
+    small = get_llm(LLMSettings.from_env())
+    assert small.n_ctx == 1024
+    long_question = "Which facts does the knowledge base hold about " + "the Kestrel Point lighthouse and its keeper " * 40
+    a = Agent(kb, llm=small, embedder=embedder, persist=False,
+              settings=dataclasses.replace(AgentSettings(), top_k=3, relevance_min=0.0, question_max_tokens=150))
+    result = a.ask(long_question)
+    assert result.interaction_id is not None
+    assert any("context window" in n for n in result.notices), result.notices
+    assert any(p["trimmed"] for p in result.passages) or len(result.passages) < 3
+    assert all(c["prompt"] + c["completion"] <= 1024 for c in result.usage["calls"])
+
+
+def test_regeneration_loop_is_capped(kb, embedder):
+    """A model whose answers never pass the check: one stricter retry (the cap), then a visible warning."""
+    from agent.graph import Agent
+    from agent.state import AgentSettings
+
+    fake = FakeLLM("Miso is a dragon who lives on the moon [7].", json_reply={"check": '"no"'})
+    settings = dataclasses.replace(AgentSettings(), max_regenerations=2)
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False, settings=settings)
+    events = []
+    result = a.ask("What is the name of Kaizen's mascot?", on_event=events.append)
+    assert fake.generations == 3 and result.regenerations == 2
+    assert result.verified is False and "could not verify" in result.warning
+    assert "[7]" in result.warning or "cites passage" in result.warning
+    assert sum(1 for e in events if e["type"] == "retry") == 2
+    row = _one(kb, "SELECT regenerations, warning FROM interactions WHERE id = :id", id=result.interaction_id)
+    assert row.regenerations == 2 and row.warning == result.warning
+
+
+def test_context_the_model_says_does_not_answer_leads_to_a_rewrite_then_abstention(kb, embedder):
+    from agent.graph import Agent
+
+    fake = FakeLLM("unused", json_reply={"grade": '"no"', "rewrite": '{"query": "Kaizen mascot name"}'})
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False)
+    result = a.ask("What is the name of Kaizen's mascot?")
+    assert result.abstained and result.rewrites == 1 and fake.generations == 0
+    rows = _all(kb, "SELECT grader, verdict FROM grades WHERE interaction_id = :id ORDER BY id", id=result.interaction_id)
+    assert [r for r in rows if r[0] == "llm_context_grade"] == [("llm_context_grade", "does not answer")] * 2
+    gap = _one(kb, "SELECT reason FROM knowledge_gaps WHERE interaction_id = :id", id=result.interaction_id)
+    assert gap.reason == "context does not answer"
+
+
+def test_recursion_limit_backs_the_caps(kb, embedder):
+    """Even if a cap in the state were too high, recursion_limit ends the run with a clear message."""
+    from langgraph.errors import GraphRecursionError
+
+    from agent.errors import explain
+    from agent.graph import Agent
+    from agent.state import AgentSettings
+
+    fake = FakeLLM("Miso is a dragon [9].", json_reply={"check": '"no"'})
+    settings = dataclasses.replace(AgentSettings(), max_regenerations=1000)
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False, settings=settings)
+    a.config = lambda thread_id: {"configurable": {"thread_id": thread_id}, "recursion_limit": 12}
+    with pytest.raises(GraphRecursionError) as info:
+        a.ask("What is the name of Kaizen's mascot?")
+    assert fake.generations < 10
+    assert "caps" in explain(info.value)
+
+
+def test_malformed_grader_output_is_recorded_not_raised(kb, embedder):
+    from agent.graph import Agent
+    from agent.state import AgentSettings
+
+    # a paraphrase (not a near copy), so the check asks the model's own yes/no, which comes back malformed
+    fake = FakeLLM("Miso, a cheerful red panda, is the mascot; Aiko Tanaka drew it [1].", json_reply={"check": '"yes, oops'})
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False,
+              settings=dataclasses.replace(AgentSettings(), max_regenerations=0))
+    result = a.ask("What is the name of Kaizen's mascot?")
+    assert result.answer.startswith("Miso") and result.verified is True and fake.json_calls == 2  # grade, check
+    row = _one(kb, "SELECT verdict, parse_error FROM grades WHERE interaction_id = :id AND grader = 'llm_self_check'",
+               id=result.interaction_id)
+    assert row.verdict == "unparsed" and "not valid JSON" in row.parse_error
+
+
+def test_follow_up_in_a_thread_is_contextualized_and_resumed_after_reopening(kb, embedder):
+    from agent.graph import Agent
+
+    first = Agent(kb, embedder=embedder)
+    r1 = first.ask("How tall is the Kestrel Point lighthouse?")
+    assert "42" in r1.answer, r1.answer
+    first.close()
+
+    reopened = Agent(kb, embedder=embedder)  # new checkpointer connections: the thread comes from Postgres
+    try:
+        history = reopened.history(r1.thread_id)
+        assert [t["question"] for t in history] == ["How tall is the Kestrel Point lighthouse?"]
+        r2 = reopened.ask("When was it built?", r1.thread_id)
+        assert "contextualize" in r2.timings  # a follow-up: rewritten with the history
+        assert r2.usage["calls"][0]["kind"] == "contextualize"
+        assert len(reopened.history(r1.thread_id)) == 2
+        threads = _all(kb, "SELECT thread_id, turns FROM thread_overview WHERE thread_id = :t", t=r1.thread_id)
+        assert threads == [(r1.thread_id, 2)]
+    finally:
+        reopened.close()
+
+
+def test_database_down_mid_conversation_is_one_line_not_a_crash(kb, embedder):
+    import io
+    from contextlib import contextmanager
+
+    from sqlalchemy.orm import Session
+
+    from agent.graph import Agent
+    from agent.repl import Repl
+
+    class DownStore:
+        """The database went away: every session fails to connect."""
+
+        settings = kb.settings
+        engine = sa.create_engine("postgresql+psycopg://kaizen@127.0.0.1:1/kaizen", connect_args={"connect_timeout": 2})
+
+        @contextmanager
+        def session(self):
+            with Session(self.engine) as s, s.begin():
+                yield s
+
+    a = Agent(kb, llm=FakeLLM("unused"), embedder=embedder, persist=False)
+    a.store = DownStore()
+    out, err = io.StringIO(), io.StringIO()
+    repl = Repl(a, stdin=io.StringIO("What is the name of Kaizen's mascot?\n/help\n/quit\n"), stdout=out,
+                stderr=err, interactive=False)
+    assert repl.run() == 0
+    assert "error: lost the connection to the database" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and "/sources" in out.getvalue()  # still running after the error

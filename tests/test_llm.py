@@ -1,0 +1,114 @@
+"""The llama.cpp runtime on the real default GGUF: streaming with counts, KV-cache reuse, stop, constrained JSON,
+context overflow, and clear errors for a bad model file."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [{"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "What colour is the sky on a clear day?"}]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from agent.llm import get_llm
+
+    return get_llm()
+
+
+def test_one_model_per_process(llm):
+    from agent.llm import get_llm
+
+    assert get_llm() is llm
+    assert llm.render(MESSAGES).startswith("<|im_start|>system")  # the GGUF's own chat template
+
+
+def test_streaming_reports_tokens_and_reuses_the_kv_cache(llm):
+    pieces = []
+    first = llm.stream_chat(MESSAGES, max_tokens=24).run(pieces.append)
+    assert "".join(pieces) == first.text and first.text
+    usage = first.usage
+    assert usage.prompt_tokens == llm.count_prompt(MESSAGES)
+    assert 1 <= usage.completion_tokens <= 24 and usage.ttft_ms is not None and usage.total_ms >= usage.ttft_ms
+    again = llm.stream_chat(MESSAGES, max_tokens=24).run()
+    assert again.text == first.text  # greedy decoding is reproducible
+    assert again.usage.prompt_processed <= 1  # the whole prompt came from llama.cpp's KV cache
+
+
+def test_a_stop_event_ends_generation(llm):
+    stop = threading.Event()
+    stream = llm.stream_chat([{"role": "user", "content": "Count from one to one hundred in words."}],
+                             max_tokens=200, cancel=stop)
+    seen = 0
+    for _ in stream:
+        seen += 1
+        if seen == 3:
+            stop.set()
+    assert stream.usage.stopped and stream.usage.finish_reason == "stopped"
+    assert stream.usage.completion_tokens < 10
+
+
+def test_constrained_json_is_validated_and_failures_are_returned(llm):
+    from agent.prompts import CHECK_SCHEMA, validate_check
+
+    ok = llm.json_chat([*MESSAGES, {"role": "user", "content": 'Is the sky blue? Reply in JSON: {"supported": "yes" or "no"}'}],
+                       CHECK_SCHEMA, validate=validate_check, max_tokens=16)
+    assert ok.ok and ok.value in (True, False) and ok.error is None
+    cut = llm.json_chat(MESSAGES, CHECK_SCHEMA, validate=validate_check, max_tokens=2)
+    assert not cut.ok and "cut off" in cut.error and cut.raw  # recorded, not raised
+    invalid = llm.json_chat(MESSAGES, {"type": "object", "properties": {"n": {"type": "integer", "enum": [1, 2, 3]}},
+                                       "required": ["n"]}, validate=lambda v: v["missing"], max_tokens=16)
+    assert not invalid.ok and "unexpected JSON" in invalid.error
+
+
+def test_context_overflow_is_an_error_for_a_call_and_a_failed_result_for_json(llm):
+    from agent.errors import explain
+    from agent.llm import ContextOverflow
+
+    huge = [{"role": "user", "content": "word " * (llm.n_ctx + 10)}]
+    with pytest.raises(ContextOverflow) as info:
+        llm.stream_chat(huge).run()
+    assert "KAIZEN_LLM_CTX" in explain(info.value)
+    result = llm.json_chat(huge, {"type": "object"})
+    assert not result.ok and "context window" in result.error
+
+
+@pytest.mark.parametrize("content", [None, b"not a model at all"])
+def test_missing_or_non_gguf_model_names_the_setting(tmp_path, monkeypatch, content):
+    from agent.errors import explain
+    from agent.llm import LLMSettings
+    from agent.model_files import ModelFileError
+
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("KAIZEN_CHAT_MODEL", str(path))
+    with pytest.raises(ModelFileError) as info:
+        LLMSettings.from_env()
+    message = explain(info.value)
+    assert message.startswith(f"KAIZEN_CHAT_MODEL={path}")
+    assert ("no such file" if content is None else "not a GGUF") in message
+
+
+def test_bad_model_file_in_the_cli_is_one_line(tmp_path):
+    path = tmp_path / "broken.gguf"
+    path.write_text("hello")
+    result = run_cli("ask", "anything", env={"KAIZEN_CHAT_MODEL": str(path)})
+    assert result.returncode == 2
+    assert "KAIZEN_CHAT_MODEL" in result.stderr and "not a GGUF" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_numeric_setting_is_named(monkeypatch):
+    from agent.llm import LLMSettings
+    from store.config import ConfigError
+
+    monkeypatch.setenv("KAIZEN_LLM_CTX", "lots")
+    with pytest.raises(ConfigError, match="KAIZEN_LLM_CTX"):
+        LLMSettings.from_env()
