@@ -72,6 +72,10 @@ def _bench_commands(sub) -> None:
     p.add_argument("--home", help="keep the benchmark database in this KAIZEN_HOME (default: temporary)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("eval.bench_answer", fromlist=["main"]).main(a))
+    from . import cli_eval, cli_repair
+
+    cli_eval.register_bench(bsub)
+    cli_repair.register_bench(bsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_agent
 
     cli_agent.register(sub)
+    from . import cli_eval, cli_repair
+
+    cli_eval.register(sub)
+    cli_repair.register(sub)
     return parser
 
 
