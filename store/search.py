@@ -1,4 +1,5 @@
-"""Hybrid retrieval in one SQL query: HNSW vector ranks and BM25 full-text ranks fused by reciprocal rank fusion.
+"""Hybrid retrieval in one SQL query: HNSW vector and BM25 full-text candidates fused by a convex combination of
+their normalised scores (or, with KAIZEN_FUSION=rrf, by reciprocal rank fusion).
 
 PostgreSQL's ts_rank has no inverse document frequency, and IDF is most of what makes keyword search work, so
 the full-text side is a real Okapi BM25 computed in SQL: the GIN index finds the candidate chunks, document
@@ -135,19 +136,33 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
     )"""
 
 
-def build_query(version: KBVersion, mode: str, filters: Filters, exact_vectors: bool) -> str:
+def build_query(version: KBVersion, mode: str, filters: Filters, exact_vectors: bool, fusion: str = "convex") -> str:
     ctes = []
     if mode in ("hybrid", "vector"):
         ctes.append(_vector_cte(version, filters, exact_vectors))
     if mode in ("hybrid", "text"):
         ctes.append(_text_ctes(version, filters))
-    if mode == "hybrid":
+    if mode == "hybrid" and fusion == "rrf":
         fused = """
     fused AS (
         SELECT coalesce(v.id, t.id) AS id,
                coalesce(:vector_weight / (:rrf_k + v.rank), 0) + coalesce(:text_weight / (:rrf_k + t.rank), 0) AS score,
                v.rank AS vector_rank, t.rank AS text_rank, v.score AS vector_score, t.score AS text_score
         FROM vector_hits v FULL OUTER JOIN text_hits t ON t.id = v.id
+    )"""
+    elif mode == "hybrid":
+        # Convex combination of the two scores, each normalised over its own candidates: cosine min-max (a
+        # chunk the vector side did not return counts as its minimum), BM25 by its maximum (absent = 0).
+        fused = """
+    vector_range AS (SELECT min(score) AS lo, max(score) AS hi FROM vector_hits),
+    text_range AS (SELECT max(score) AS hi FROM text_hits),
+    fused AS (
+        SELECT coalesce(v.id, t.id) AS id,
+               :alpha * coalesce((v.score - vr.lo) / nullif(vr.hi - vr.lo, 0), CASE WHEN v.id IS NULL THEN 0 ELSE 1 END)
+               + (1 - :alpha) * coalesce(t.score / nullif(tr.hi, 0), 0) AS score,
+               v.rank AS vector_rank, t.rank AS text_rank, v.score AS vector_score, t.score AS text_score
+        FROM vector_hits v FULL OUTER JOIN text_hits t ON t.id = v.id
+        CROSS JOIN vector_range vr CROSS JOIN text_range tr
     )"""
     elif mode == "vector":
         fused = """
@@ -197,6 +212,7 @@ def search(
     version = version or require_active(session)
     check_embedding_model(version, embedder.name, embedder.dim)
     candidates = max(settings.candidates, k)
+    cjk = cjk_ratio(query) >= CJK_QUERY_SHARE
     params = {
         "k": k,
         "candidates": candidates,
@@ -204,14 +220,15 @@ def search(
         "qlex": lexical_text(query),
         "rrf_k": settings.rrf_k,
         "vector_weight": settings.vector_weight,
-        "text_weight": settings.cjk_text_weight if cjk_ratio(query) >= CJK_QUERY_SHARE else settings.text_weight,
+        "text_weight": settings.cjk_text_weight if cjk else settings.text_weight,
+        "alpha": settings.cjk_vector_alpha if cjk else settings.vector_alpha,
         **filters.params(),
     }
     if mode != "text":
         vec = query_vector if query_vector is not None else embedder.embed_queries([query])[0]
         params["qvec"] = vector_literal(vec)
         session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(max(40, min(1000, candidates * 2)))}"))
-    sql = build_query(version, mode, filters, exact_vectors=filters.active)
+    sql = build_query(version, mode, filters, exact_vectors=filters.active, fusion=settings.fusion)
     rows = session.execute(sa.text(sql), params).all()
     return [SearchHit(*row) for row in rows]
 

@@ -159,3 +159,28 @@ def test_jsonl_corpus_keeps_source_ids(clean_store, embedder, tmp_path):
     with clean_store.session() as s:
         hits = search(s, embedder, "helium nucleus", k=2)
     assert hits[0].source_id == "p-1" and hits[0].source_uri.endswith("#p-1")
+
+
+@pytest.mark.parametrize("fusion", ["convex", "rrf"])
+def test_both_fusions_rank_the_answer_first(clean_store, embedder, corpus, fusion):
+    import dataclasses
+
+    ingest(clean_store, embedder, [str(corpus)])
+    settings = dataclasses.replace(clean_store.settings, fusion=fusion)
+    with clean_store.session() as s:
+        en = search(s, embedder, "Which language checks ownership at compile time?", k=3, settings=settings)
+        ja = search(s, embedder, "日本で梅雨がないのは北海道とどこか", k=3, settings=settings)
+    assert en[0].title == "Rust" and ja[0].title == "tsuyu"
+    assert en[0].score > en[1].score
+    if fusion == "convex":
+        assert 0.0 <= en[-1].score <= en[0].score <= 1.0
+
+
+@pytest.mark.parametrize("name,value", [("KAIZEN_FUSION", "borda"), ("KAIZEN_FUSION_ALPHA", "1.5"),
+                                        ("KAIZEN_CJK_FUSION_ALPHA", "-0.1")])
+def test_bad_fusion_settings_are_named(monkeypatch, name, value):
+    from store.config import ConfigError, StoreSettings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        StoreSettings.from_env()
