@@ -8,8 +8,9 @@
   (`eval.calibration.trusted_metrics`; no calibration = untrusted). Their baseline is the version's earliest
   scores, the window its latest ones.
 - A drop is baseline - observed > `KAIZEN_DRIFT_TOLERANCE` with at least `KAIZEN_DRIFT_MIN_SAMPLES` in the window.
-  It writes one `quality_alerts` row per KB version and metric (not one per check: while an alert for them is
-  open, planning, or closed without a repair, no other is written) and the caller queues the repair planner.
+  A check that finds drops writes one `quality_alerts` row (named after the first dropped metric, all drops in
+  its detail); a metric already alerted on this KB version (alert not `repaired`) is not alerted again, so repeated
+  checks of a lasting drop write nothing more. The caller queues the repair planner for the new alert.
 """
 
 from __future__ import annotations
@@ -150,29 +151,31 @@ def evaluate_drift(store, settings: DriftSettings | None = None) -> list[DriftCh
 
 
 def check_drift(store, settings: DriftSettings | None = None) -> list[int]:
-    """Evaluate drift and write one alert per new drop; returns the new alert ids (the caller queues repairs)."""
+    """Evaluate drift and write at most one alert for the drops found (the first dropped metric names it, all of
+    them are in its detail); metrics already alerted on this KB version are not alerted again. Returns the new
+    alert ids (the caller queues the repair planner)."""
     settings = settings or DriftSettings.from_env()
     drops = [c for c in evaluate_drift(store, settings) if c.status == "drop"]
-    created = []
     if not drops:
-        return created
+        return []
     with store.session() as s:
         s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ALERT_LOCK})  # two workers, one alert
-        for check in drops:
-            known = s.execute(sa.text(
-                "SELECT id FROM quality_alerts WHERE kb_version = :v AND metric = :m AND status <> 'repaired' "
-                "LIMIT 1"), {"v": check.kb_version, "m": check.metric}).scalar()
-            if known is not None:
-                continue
-            alert_id = s.execute(sa.text(
-                "INSERT INTO quality_alerts (kb_version, metric, baseline, observed, window_size, tolerance, detail) "
-                "VALUES (:v, :m, :b, :o, :n, :t, CAST(:d AS jsonb)) RETURNING id"),
-                {"v": check.kb_version, "m": check.metric, "b": check.baseline, "o": check.observed,
-                 "n": check.samples, "t": settings.tolerance,
-                 "d": json.dumps({"subject": check.subject, "judge_model": check.judge_model,
-                                  "baseline_run": check.baseline_run, "min_samples": settings.min_samples,
-                                  "window": settings.window})}).scalar_one()
-            log.warning("quality drop on KB version %s: %s %.3f -> %.3f (alert %s)", check.kb_version,
-                        check.metric, check.baseline, check.observed, alert_id)
-            created.append(alert_id)
-    return created
+        alerted = set(s.execute(sa.text(
+            "SELECT metric FROM quality_alerts WHERE kb_version = :v AND status <> 'repaired' "
+            "UNION SELECT jsonb_array_elements(detail->'drops')->>'metric' FROM quality_alerts "
+            "WHERE kb_version = :v AND status <> 'repaired'"), {"v": drops[0].kb_version}).scalars())
+        new = [c for c in drops if c.metric not in alerted]
+        if not new:
+            return []
+        first = new[0]
+        alert_id = s.execute(sa.text(
+            "INSERT INTO quality_alerts (kb_version, metric, baseline, observed, window_size, tolerance, detail) "
+            "VALUES (:v, :m, :b, :o, :n, :t, CAST(:d AS jsonb)) RETURNING id"),
+            {"v": first.kb_version, "m": first.metric, "b": first.baseline, "o": first.observed,
+             "n": first.samples, "t": settings.tolerance,
+             "d": json.dumps({"subject": first.subject, "judge_model": first.judge_model,
+                              "baseline_run": first.baseline_run, "min_samples": settings.min_samples,
+                              "window": settings.window, "drops": [c.as_dict() for c in new]})}).scalar_one()
+    log.warning("quality drop on KB version %s: %s (alert %s)", first.kb_version,
+                ", ".join(f"{c.metric} {c.baseline:.3f} -> {c.observed:.3f}" for c in new), alert_id)
+    return [alert_id]

@@ -27,6 +27,10 @@ class WorkerStopped(RuntimeError):
     """The worker gave up (database gone for too long); the message is one line for a person."""
 
 
+class WorkerInterrupted(RuntimeError):
+    """The worker stopped without being asked to; it is started again."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     llm_threads: int
@@ -70,17 +74,52 @@ def _reason(exc: BaseException) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
-async def _run_once(app, resources: Resources, *, concurrency: int, once: bool, install_signal_handlers: bool,
-                    name: str) -> None:
+async def _open_pool(conninfo: str, timeout: float):
+    """The worker's connection pool, opened with a bounded wait (procrastinate's own waits 30 s)."""
+    import psycopg_pool
+
+    pool = psycopg_pool.AsyncConnectionPool(
+        conninfo, min_size=1, max_size=4, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
+        kwargs={"application_name": "kaizen-worker", "connect_timeout": 5})
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def _run_once(app, conninfo: str, resources: Resources, *, concurrency: int, once: bool,
+                    install_signal_handlers: bool, name: str, open_timeout: float) -> bool:
+    """One worker session; True when it ended because it was asked to (a signal, or `once` and the queue is
+    empty), False when procrastinate stopped it on its own (a side task such as the heartbeat lost the database)."""
+    import contextlib
+
+    from procrastinate import signals
+    from procrastinate.worker import Worker
+
     stalled = resources.settings.stalled_seconds
-    async with app.open_async():
-        await retry_stalled_jobs(app, stalled)
-        await app.run_worker_async(
-            name=name, concurrency=concurrency, wait=not once, install_signal_handlers=install_signal_handlers,
-            additional_context={"kaizen": resources}, stalled_worker_timeout=stalled,
-            update_heartbeat_interval=max(1.0, stalled / 3), fetch_job_polling_interval=5.0,
-            delete_jobs="never",
-        )
+    pool = await _open_pool(conninfo, open_timeout)
+    try:
+        async with app.open_async(pool):
+            await retry_stalled_jobs(app, stalled)
+            worker = Worker(
+                app=app, name=name, concurrency=concurrency, wait=not once, install_signal_handlers=False,
+                additional_context={"kaizen": resources}, stalled_worker_timeout=stalled,
+                update_heartbeat_interval=max(1.0, stalled / 3), fetch_job_polling_interval=5.0,
+                delete_jobs="never",
+            )
+            asked = {"stop": once}
+
+            def stop() -> None:  # the first SIGINT/SIGTERM finishes the running job; a second one kills
+                asked["stop"] = True
+                worker.stop()
+
+            with signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext():
+                await worker.run()
+            return asked["stop"]
+    finally:
+        await pool.close()
 
 
 def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Resources | None = None,
@@ -99,10 +138,12 @@ def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Re
         app = build_app(conninfo, resources.settings)
         attempt_started = time.monotonic()
         try:
-            asyncio.run(_run_once(app, resources, concurrency=concurrency, once=once,
-                                  install_signal_handlers=install_signal_handlers, name=name))
-            return
-        except errors as exc:
+            if asyncio.run(_run_once(app, conninfo, resources, concurrency=concurrency, once=once,
+                                     install_signal_handlers=install_signal_handlers, name=name,
+                                     open_timeout=float(min(10, max(2, settings.reconnect_seconds))))):
+                return
+            raise WorkerInterrupted("procrastinate stopped the worker after a database error in a side task")
+        except (*errors, WorkerInterrupted) as exc:
             now = time.monotonic()
             if lost_since is None or now - attempt_started > 10:  # it had been running: a new outage
                 lost_since = now
