@@ -45,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1; the model runs one call "
                    "at a time anyway)")
     p.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    p.add_argument("--log", nargs="?", const="", metavar="FILE",
+                   help="log each job to FILE instead of the terminal (alone: $KAIZEN_HOME/worker.log)")
     p.set_defaults(func=cmd_worker)
 
 
@@ -78,13 +80,13 @@ def cmd_import(args) -> int:
 def cmd_probes(args) -> int:
     from eval.probe_generation import generate_probes
 
-    from .cli_store import embedder, open_store
+    from .cli_store import open_store
     from .console import err, out, print_json, progress_bar
 
     store = open_store()
     with progress_bar("generating probes") as progress:
         report = generate_probes(store, per_document=args.per_document, limit=args.limit, probe_set=args.probe_set,
-                                 progress=progress, embedder=embedder())
+                                 progress=progress)
     if args.json:
         print_json(report.as_dict())
         return 0
@@ -144,6 +146,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _log_to_file(path: str) -> None:
+    """Job starts, ends and warnings go to a file (the worker beside a REPL must not print into it)."""
+    import logging
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def cmd_worker(args) -> int:
     from eval.worker import WorkerSettings, WorkerStopped, be_polite, run_worker
 
@@ -153,6 +170,8 @@ def cmd_worker(args) -> int:
     settings = WorkerSettings.from_env()
     be_polite(settings)  # before anything loads a model
     store = open_store()
+    if args.log is not None:
+        _log_to_file(args.log or str(store.settings.home / "worker.log"))
     try:
         run_worker(store, concurrency=max(1, args.concurrency), once=args.once, settings=settings)
     except WorkerStopped as exc:
