@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -208,24 +209,28 @@ def build_app(conninfo: str, settings: QueueSettings | None = None, *, applicati
 # -- deferring from other processes (the REPL) -----------------------------------------------------------------------
 
 _defer_apps: dict[str, Any] = {}
+_defer_lock = threading.Lock()
 
 
 def _defer_app(store):
     """A small App per database for deferring only (a 1-connection pool, short timeouts, opened once)."""
-    app = _defer_apps.get(store.url)
-    if app is None:
-        import psycopg_pool
+    with _defer_lock:
+        return _defer_apps.get(store.url) or _open_defer_app(store)
 
-        from agent.threads import libpq_url
 
-        conninfo = libpq_url(store.url)
-        app = build_app(conninfo, application_name="kaizen-defer")
-        pool = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=1, open=False, timeout=3,
-                                           kwargs={"application_name": "kaizen-defer", "connect_timeout": 3},
-                                           check=psycopg_pool.ConnectionPool.check_connection)
-        pool.open(wait=False)
-        app.open(pool)
-        _defer_apps[store.url] = app
+def _open_defer_app(store):
+    import psycopg_pool
+
+    from agent.threads import libpq_url
+
+    conninfo = libpq_url(store.url)
+    app = build_app(conninfo, application_name="kaizen-defer")
+    pool = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=1, open=False, timeout=3,
+                                       kwargs={"application_name": "kaizen-defer", "connect_timeout": 3},
+                                       check=psycopg_pool.ConnectionPool.check_connection)
+    pool.open(wait=False)
+    app.open(pool)
+    _defer_apps[store.url] = app
     return app
 
 
