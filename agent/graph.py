@@ -131,7 +131,7 @@ class Agent:
     """The store, the embedder, the model and the compiled graph (with Postgres checkpoints when `persist`)."""
 
     def __init__(self, store=None, *, llm=None, embedder=None, settings: AgentSettings | None = None,
-                 persist: bool = True):
+                 persist: bool = True, on_recorded: Callable[[Any, int], Any] | None = None):
         from .llm import LLMSettings, get_llm
 
         llm_settings = None if llm is not None else LLMSettings.from_env()  # a bad model path fails first
@@ -153,6 +153,8 @@ class Agent:
 
             self.checkpoints = Checkpoints(store)
         self.graph = build_graph(self.checkpoints.saver if self.checkpoints else None)
+        # Called with (store, interaction_id) after each recorded answer; the CLI queues its evaluation here.
+        self.on_recorded = on_recorded
 
     def config(self, thread_id: str) -> dict:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.settings.recursion_limit()}
@@ -183,7 +185,10 @@ class Agent:
                     on_event(chunk)
             else:
                 final = chunk
-        return TurnResult.from_state(thread_id, final or {}, self.llm.name)
+        result = TurnResult.from_state(thread_id, final or {}, self.llm.name)
+        if self.on_recorded is not None and result.interaction_id is not None:
+            self.on_recorded(self.store, result.interaction_id)
+        return result
 
     def history(self, thread_id: str) -> list[dict]:
         if self.checkpoints is None:

@@ -246,3 +246,26 @@ def test_database_down_mid_conversation_is_one_line_not_a_crash(kb, embedder):
     assert repl.run() == 0
     assert "error: lost the connection to the database" in err.getvalue()
     assert "Traceback" not in err.getvalue() and "/sources" in out.getvalue()  # still running after the error
+
+
+def test_each_recorded_answer_is_handed_on_for_evaluation(kb, embedder):
+    """The CLI queues every recorded answer for the background worker through `on_recorded`."""
+    from agent.graph import Agent
+
+    seen = []
+    a = Agent(kb, llm=FakeLLM("Miso is the mascot [1]."), embedder=embedder, persist=False,
+              on_recorded=lambda store, interaction_id: seen.append((store, interaction_id)))
+    result = a.ask("What is the name of Kaizen's mascot?")
+    assert seen == [(kb, result.interaction_id)] and result.interaction_id is not None
+
+
+def test_answers_in_the_cli_are_queued_for_the_worker(kb):
+    from tests.conftest import run_cli
+
+    done = run_cli("ask", "How tall is the Kestrel Point lighthouse?", "--json")
+    assert done.returncode == 0, done.stderr
+    interaction_id = __import__("json").loads(done.stdout)["interaction_id"]
+    with kb.session() as s:
+        queued = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE '%evaluate_interaction' "
+                                   "AND (args->>'interaction_id')::bigint = :id"), {"id": interaction_id}).scalar_one()
+    assert queued == 1
