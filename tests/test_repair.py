@@ -245,3 +245,18 @@ def test_improve_dry_run_gaps_and_export_from_the_cli(tiny_kb, embedder, tmp_pat
     assert all(r["origin"] == "probe" and r["split"] == "train" for r in rows)
     if rows:
         assert rows[0]["messages"][-1]["role"] == "assistant" and rows[0]["sources"][0]["source_uri"]
+
+
+def test_the_guard_needs_a_real_gain_and_refuses_regressions():
+    from eval.repair.guard import decide
+
+    base = {"recall@1": 0.9, "recall@5": 0.95, "recall@10": 0.97, "mrr@10": 0.93, "probes": 100}
+    noise = dict(base, **{"mrr@10": 0.9301})
+    assert not decide(base, noise, tol=0.02).promote
+    better = dict(base, **{"recall@5": 0.97})
+    assert decide(base, better, tol=0.02).promote
+    worse = dict(better, **{"recall@1": 0.85})
+    verdict = decide(base, worse, tol=0.02)
+    assert not verdict.promote and "recall@1" in verdict.reason
+    assert decide(base, base, "non_inferior", tol=0.02).promote
+    assert not decide(dict(base, probes=0), better, tol=0.02).promote

@@ -232,6 +232,9 @@ class _ModelAction(Action):
 
     chunk_ids: list[int] = field(default_factory=list)
 
+    def signature(self) -> str:
+        return self.kind  # the model is slow: one enrichment and one rewrite per planner run
+
     def generate(self, llm, title, text):
         raise NotImplementedError
 

@@ -29,6 +29,11 @@ def tolerance() -> float:
     return env_float("KAIZEN_REPAIR_TOLERANCE", 0.02, minimum=0.0)
 
 
+def min_gain() -> float:
+    """The smallest rise that counts as an improvement (below it, one probe moving one rank is noise)."""
+    return env_float("KAIZEN_REPAIR_MIN_GAIN", 0.005, minimum=0.0)
+
+
 class HeldoutScorer:
     """Held-out gold-id metrics per KB version, computed once per version in a planner run."""
 
@@ -59,9 +64,10 @@ def decide(before: dict, after: dict, mode: str = "improve", tol: float | None =
     if regressed:
         return Verdict(False, "regresses " + ", ".join(f"{m} {before[m]:.3f}->{after[m]:.3f}" for m in regressed)
                        + f" beyond the tolerance {tol}", before, after)
-    improved = [m for m in GUARD_METRICS if after[m] > before[m] + 1e-9]
+    gain = min_gain()
+    improved = [m for m in GUARD_METRICS if after[m] >= before[m] + gain - 1e-9 and after[m] > before[m]]
     if mode == "improve" and not improved:
-        return Verdict(False, "no trusted held-out metric improved", before, after)
+        return Verdict(False, f"no trusted held-out metric improved by {gain} or more", before, after)
     if improved:
         return Verdict(True, "improves " + ", ".join(f"{m} {before[m]:.3f}->{after[m]:.3f}" for m in improved)
                        + f"; nothing regresses beyond {tol}", before, after)
