@@ -1,6 +1,7 @@
 """The guard: a candidate is scored on held-out probes (never the train probes repairs are derived from) beside
 the version it was built from, and promoted only if a trusted metric improves and none regresses beyond the
-tolerance (`KAIZEN_REPAIR_TOLERANCE`, default 0.02 absolute). The gold-id retrieval metrics are the trusted ones
+tolerance (`KAIZEN_REPAIR_TOLERANCE`, default 0.02 absolute); a rise counts from `KAIZEN_REPAIR_MIN_GAIN` (0.005,
+below it one probe moving one rank is noise). The gold-id retrieval metrics are the trusted ones
 the guard measures; LLM-judged metrics never decide a promotion on their own."""
 
 from __future__ import annotations
