@@ -27,8 +27,6 @@ class PreparedChunk:
     search_text: str
     token_count: int
     embedding: np.ndarray
-    origin: str = "original"  # 'rewritten' / 'enrichment' / 'user' for chunks a repair wrote (eval/repair)
-    derived_from: int | None = None  # the chunk a rewritten or enriched chunk was made from
 
 
 def content_hash(title: str, text: str) -> str:
@@ -77,10 +75,9 @@ def vector_literal(vector: np.ndarray) -> str:
 _INSERT = sa.text(
     """
     INSERT INTO chunks (document_id, kb_version, ordinal, text, search_text, embedding, tsv, lexical_length,
-                        token_count, origin, derived_from)
+                        token_count, origin)
     SELECT :document_id, :kb_version, :ordinal, :text, :search_text, CAST(:embedding AS vector), t.tsv,
-           coalesce((SELECT sum(cardinality(u.positions)) FROM unnest(t.tsv) u), 0), :token_count, :origin,
-           :derived_from
+           coalesce((SELECT sum(cardinality(u.positions)) FROM unnest(t.tsv) u), 0), :token_count, 'original'
     FROM (SELECT to_tsvector(CAST(:config AS regconfig), :lexical) AS tsv) t
     """
 )
@@ -103,8 +100,6 @@ def write_chunks(session: Session, *, document_id: int, kb_version: int, text_se
                 "config": text_search_config,
                 "lexical": lexical_text(c.search_text),
                 "token_count": c.token_count,
-                "origin": c.origin,
-                "derived_from": c.derived_from,
             }
             for c in chunks
         ],
