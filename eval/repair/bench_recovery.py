@@ -1,0 +1,174 @@
+"""`kaizen bench recovery`: ingest a corpus into a temporary database, import its questions as probes, measure
+held-out quality, let the planner run on the clean KB (it must change nothing), degrade the KB on purpose
+(tiny fragments, titles stripped, 20% of chunks replaced with noise), raise the quality alert the worker's drift
+detection would raise, let the planner run unattended, and measure again.
+
+The recovered share is (recovered - degraded) / (baseline - degraded) of held-out recall@5."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .trust import GOLD_METRICS
+
+
+def _write_probe_file(questions_path: str, limit: int | None, directory: Path) -> Path:
+    from eval.bench_retrieval import load_questions
+
+    rows = load_questions(questions_path, limit)
+    path = directory / "probes.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _metrics(store, embedder, split: str) -> dict:
+    from eval.probe_sets import load_probes
+    from eval.retrieval_probes import score_probes
+
+    _, summary = score_probes(store, embedder, load_probes(store, split=split))
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
+
+
+def raise_alert(store, baseline: dict, observed: dict, tolerance: float) -> int | None:
+    """The alert the worker's drift detection raises when train-probe recall@5 drops below the baseline."""
+    if observed["recall@5"] >= baseline["recall@5"] - tolerance:
+        return None
+    with store.session() as s:
+        return s.execute(sa.text(
+            "INSERT INTO quality_alerts (kb_version, metric, baseline, observed, window_size, tolerance, detail) "
+            "SELECT id, 'recall@5', :b, :o, :n, :t, CAST(:d AS jsonb) FROM kb_versions WHERE status = 'active' "
+            "RETURNING id"), {"b": baseline["recall@5"], "o": observed["recall@5"], "n": observed["probes"],
+                              "t": tolerance, "d": json.dumps({"source": "bench recovery", "split": "train"})}
+        ).scalar_one()
+
+
+def recovered_share(base: float, degraded: float, recovered: float) -> float | None:
+    lost = base - degraded
+    return round((recovered - degraded) / lost, 4) if lost > 1e-9 else None
+
+
+def _result_rows(plan) -> list[dict]:
+    return [{"kind": r.action["kind"], "decision": r.decision, "reason": r.reason, "seconds": r.seconds,
+             "candidate_version": r.candidate_version, "heldout_before": r.metrics_before,
+             "heldout_after": r.metrics_after} for r in plan.results]
+
+
+def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None, *, heldout_share: float | None = None,
+                 fragment_tokens: int = 24, noise_share: float = 0.2, llm=None, workdir: Path | None = None) -> dict:
+    from eval.probe_sets import HELDOUT_SHARE, import_probes
+    from store.ingest import ingest
+
+    from .degrade import degrade
+    from .guard import tolerance
+    from .planner import run_planner
+    from .trust import trusted_llm_metrics
+
+    timings = {}
+    started = t = time.perf_counter()
+    report = ingest(store, embedder, [corpus])
+    if report.errors:
+        raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+    timings["ingest"] = round(time.perf_counter() - t, 2)
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="kaizen-recovery-"))
+    probe_file = _write_probe_file(questions, limit, workdir)
+    imported = import_probes(store, probe_file, probe_set=Path(questions).parent.name or "bench",
+                             heldout_share=heldout_share or HELDOUT_SHARE)
+    baseline = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+
+    t = time.perf_counter()
+    clean_plan = run_planner(store, embedder=embedder, llm=llm, actor="kaizen bench recovery")
+    timings["planner_on_clean_kb"] = round(time.perf_counter() - t, 2)
+    after_clean = _metrics(store, embedder, "heldout")
+
+    t = time.perf_counter()
+    damage = degrade(store, embedder, fragment_tokens=fragment_tokens, noise_share=noise_share)
+    timings["degrade"] = round(time.perf_counter() - t, 2)
+    degraded = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+    alert_id = raise_alert(store, baseline["train"], degraded["train"], tolerance())
+
+    t = time.perf_counter()
+    plan = run_planner(store, alert_id=alert_id, embedder=embedder, llm=llm, actor="kaizen bench recovery")
+    timings["repair"] = round(time.perf_counter() - t, 2)
+    recovered = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+    timings["total"] = round(time.perf_counter() - started, 2)
+
+    promoted_drops = [max((r.metrics_before[m] - r.metrics_after[m]) for m in GOLD_METRICS)
+                      for r in plan.kept if r.metrics_before and r.metrics_after]
+    trusted = sorted(trusted_llm_metrics(store))
+    with store.session() as s:
+        chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
+    return {
+        "benchmark": "recovery",
+        "corpus": str(corpus),
+        "questions": str(questions),
+        "probes": imported,
+        "heldout_probes": baseline["heldout"]["probes"],
+        "train_probes": baseline["train"]["probes"],
+        "documents": report.added,
+        "degradation": damage,
+        "heldout": {
+            "baseline": {m: baseline["heldout"][m] for m in GOLD_METRICS},
+            "degraded": {m: degraded["heldout"][m] for m in GOLD_METRICS},
+            "recovered": {m: recovered["heldout"][m] for m in GOLD_METRICS},
+        },
+        "train": {"baseline": baseline["train"], "degraded": degraded["train"], "recovered": recovered["train"]},
+        "recovered_share_recall@5": recovered_share(baseline["heldout"]["recall@5"], degraded["heldout"]["recall@5"],
+                                                    recovered["heldout"]["recall@5"]),
+        "recovered_share_mrr@10": recovered_share(baseline["heldout"]["mrr@10"], degraded["heldout"]["mrr@10"],
+                                                  recovered["heldout"]["mrr@10"]),
+        "trusted_llm_metrics": trusted or "none trusted by the judge calibration: not reported, not used",
+        "clean_kb": {"status": clean_plan.status, "message": clean_plan.message,
+                     "actions_taken": len(clean_plan.results), "heldout_before": baseline["heldout"],
+                     "heldout_after": after_clean, "findings": [f["summary"] for f in clean_plan.findings]},
+        "alert_id": alert_id,
+        "repair": {"status": plan.status, "message": plan.message, "rounds": plan.rounds,
+                   "actions_taken": len(plan.results), "actions_kept": len(plan.kept),
+                   "actions": _result_rows(plan), "findings": [f["summary"] for f in plan.findings]},
+        "max_promoted_heldout_drop": round(max(promoted_drops), 4) if promoted_drops else 0.0,
+        "tolerance": tolerance(),
+        "active_chunks_after": chunks,
+        "seconds": timings,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run(corpus: str, questions: str, limit: int | None = None, home: str | None = None, **kwargs) -> dict:
+    from store.config import StoreSettings
+    from store.database import Store
+    from store.embeddings import load_embedder
+
+    temporary = home is None
+    home_dir = Path(home or tempfile.mkdtemp(prefix="kaizen-bench-"))
+    settings = dataclasses.replace(StoreSettings.from_env(), home=home_dir, database_url=None)
+    store = Store(settings, ephemeral=temporary)
+    try:
+        embedder = load_embedder(threads=settings.embed_threads)
+        return run_on_store(store, embedder, corpus, questions, limit, workdir=home_dir, **kwargs)
+    finally:
+        store.close()
+
+
+def main(args) -> int:
+    from agent.console import out, print_json, print_table
+
+    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print_json(result)
+        return 0
+    h = result["heldout"]
+    print_table(["held-out", *GOLD_METRICS], [[phase, *[h[phase][m] for m in GOLD_METRICS]]
+                                              for phase in ("baseline", "degraded", "recovered")])
+    out.print(f"recovered {result['recovered_share_recall@5']} of the recall@5 lost; "
+              f"{result['repair']['actions_taken']} action(s) taken, {result['repair']['actions_kept']} kept; "
+              f"clean KB: {result['clean_kb']['message']}; {result['seconds']['total']}s "
+              f"(load {result['load_average']})")
+    return 0

@@ -1,0 +1,283 @@
+"""The repair planner: diagnose -> plan -> build each action as a candidate -> guard on held-out probes ->
+promote atomically or roll back, round after round until a round promotes nothing.
+
+`run_planner` is what the worker's plan_repair job calls when a quality alert fires, and what `kaizen improve`
+runs by hand. One planner runs at a time (a session advisory lock): a second one returns at once with status
+"busy" and says so. Each build also holds `kaizen reindex`'s lock, so a manual re-index and a repair never
+interleave. Every decision, with the held-out metrics before and after, is a `kb_changes` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import sqlalchemy as sa
+
+from store.config import env_int
+from store.kb_versions import activate, record_change, require_active
+from store.reindex import clean_abandoned
+
+from .actions import Action, NothingToBuild, RepairContext, SourceVanished
+from .candidate import CandidateBuilder
+from .diagnose import diagnose
+from .guard import HeldoutScorer, decide, tolerance
+from .trust import GOLD_METRICS, trusted_llm_metrics
+
+log = logging.getLogger(__name__)
+
+PLANNER_LOCK = 7234005
+REINDEX_LOCK = 7234004  # store.reindex's lock
+ACTOR = "kaizen planner"
+
+
+@dataclass
+class ActionResult:
+    action: dict
+    decision: str  # promoted | rolled_back | skipped | failed
+    reason: str
+    candidate_version: int | None = None
+    base_version: int | None = None
+    metrics_before: dict | None = None
+    metrics_after: dict | None = None
+    build: dict | None = None
+    seconds: float = 0.0
+    change_id: int | None = None
+
+
+@dataclass
+class Plan:
+    status: str  # done | nothing_to_do | dry_run | busy
+    message: str
+    alert_id: int | None = None
+    dry_run: bool = False
+    active_before: int | None = None
+    active_after: int | None = None
+    findings: list[dict] = field(default_factory=list)  # of the first round
+    planned: list[dict] = field(default_factory=list)
+    results: list[ActionResult] = field(default_factory=list)
+    rounds: int = 0
+    seconds: float = 0.0
+
+    @property
+    def kept(self) -> list[ActionResult]:
+        return [r for r in self.results if r.decision == "promoted"]
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 2)
+        data["actions_taken"] = len(self.results)
+        data["actions_kept"] = len(self.kept)
+        return data
+
+
+class _Lock:
+    """A session-level advisory lock on a connection of its own (held for the whole run)."""
+
+    def __init__(self, store, key: int, wait: bool):
+        self.conn = store.engine.connect()
+        if wait:
+            self.conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            self.held = True
+        else:
+            self.held = bool(self.conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        self.key = key
+        self.conn.commit()
+
+    def release(self):
+        try:
+            if self.held:
+                self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                self.conn.commit()
+        finally:
+            self.conn.close()
+
+
+def _last_change(session, version_id: int) -> int:
+    return session.execute(sa.text("SELECT coalesce(max(id), 0) FROM kb_changes WHERE kb_version = :v"),
+                           {"v": version_id}).scalar_one()
+
+
+def _record(session, action: Action, result: ActionResult, actor: str) -> int:
+    record_change(session, kind=f"repair:{action.kind}", kb_version=result.candidate_version,
+                  target=action.target,
+                  before={"base_version": result.base_version, "reason": action.reason},
+                  after={"candidate_version": result.candidate_version, "why": result.reason,
+                         "action": result.action, "build": result.build},
+                  metrics_before=result.metrics_before, metrics_after=result.metrics_after,
+                  decision=result.decision, actor=actor)
+    return session.execute(sa.text("SELECT max(id) FROM kb_changes")).scalar_one()
+
+
+def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutScorer, actor: str,
+           reindex_lock_conn) -> ActionResult:
+    started = time.perf_counter()
+    reindex_lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": REINDEX_LOCK})
+    reindex_lock_conn.commit()
+    try:
+        with store.session() as s:
+            base = require_active(s)
+            base_change = _last_change(s, base.id)
+        result = ActionResult(action.as_dict(), "built", "", base_version=base.id)
+        tokens, overlap = action.chunk_params()
+        builder = CandidateBuilder(store, embedder, base, reason=f"repair: {action.kind}", chunk_tokens=tokens,
+                                   chunk_overlap=overlap)
+        result.candidate_version = builder.id
+        try:
+            result.build = action.build(builder, ctx)
+            builder.finish()
+        except (SourceVanished, NothingToBuild) as exc:
+            result.decision, result.reason = "skipped", str(exc)
+        except Exception as exc:  # a crash half-way: the candidate goes, the active version was never touched
+            log.exception("repair %s failed while building", action.kind)
+            result.decision, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        if result.decision in ("skipped", "failed"):
+            builder.discard(actor, result.reason)
+            action.on_discard(store)
+        else:
+            result.metrics_before = scorer.metrics(base.id)
+            result.metrics_after = scorer.metrics(builder.id)
+            verdict = decide(result.metrics_before, result.metrics_after, action.guard)
+            result.reason = verdict.reason
+            with store.session() as s:
+                if verdict.promote and _last_change(s, base.id) != base_change:
+                    verdict.promote = False
+                    result.reason = "the active version changed while the candidate was built; try again"
+                if verdict.promote:
+                    s.execute(sa.text("SELECT id FROM kb_versions WHERE status = 'active' FOR UPDATE"))
+                    activate(s, builder.id, actor=actor, reason=f"repair: {action.kind}",
+                             metrics={"heldout": result.metrics_after})
+                    s.execute(sa.text("UPDATE kb_versions SET metrics = metrics || CAST(:m AS jsonb) WHERE id = :id"),
+                              {"m": __import__("json").dumps({"heldout": result.metrics_after}), "id": builder.id})
+                    action.on_promote(s, builder.id)
+                    result.decision = "promoted"
+            if result.decision != "promoted":
+                result.decision = "rolled_back"
+                builder.discard(actor, result.reason)
+                action.on_discard(store)
+        result.seconds = round(time.perf_counter() - started, 2)
+        with store.session() as s:
+            for rejected in ctx.rejected_outputs:
+                record_change(s, kind="repair_output_rejected", kb_version=result.candidate_version,
+                              target=f"chunk:{rejected['chunk_id']}", after=rejected, decision="rejected", actor=actor)
+            ctx.rejected_outputs.clear()
+            result.change_id = _record(s, action, result, actor)
+        return result
+    finally:
+        reindex_lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": REINDEX_LOCK})
+        reindex_lock_conn.commit()
+
+
+def _alert(store, alert_id: int | None, status: str | None = None) -> dict | None:
+    if alert_id is None:
+        return None
+    with store.session() as s:
+        if status is not None:
+            s.execute(sa.text("UPDATE quality_alerts SET status = :st, resolved_at = CASE WHEN :st IN "
+                              "('repaired', 'no_repair') THEN now() END WHERE id = :id"), {"st": status, "id": alert_id})
+        row = s.execute(sa.text("SELECT id, metric, baseline, observed, status FROM quality_alerts WHERE id = :id"),
+                        {"id": alert_id}).mappings().first()
+    return dict(row) if row else None
+
+
+def _default_llm():
+    from agent.llm import get_llm
+
+    return get_llm()
+
+
+def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, embedder=None,
+                actor: str = ACTOR, wait: bool = False, llm=None, check=None, max_rounds: int | None = None) -> Plan:
+    """Diagnose the active KB version and repair it under the held-out guard. `alert_id`: the quality alert that
+    asked for it (its metric must be trusted for the planner to go beyond fixing defects); `dry_run`: only print
+    the plan; `llm`: a factory for the model (default agent.llm.get_llm); `check`: called during builds (tests
+    inject crashes through it)."""
+    started = time.perf_counter()
+    if embedder is None:
+        from store.embeddings import load_embedder
+
+        embedder = load_embedder(threads=store.settings.embed_threads)
+    lock = _Lock(store, PLANNER_LOCK, wait)
+    if not lock.held:
+        lock.release()
+        return Plan("busy", "another repair planner is running on this knowledge base; this one exits without "
+                    "changing anything (run `kaizen improve` again when it is done)", alert_id, dry_run)
+    plan = Plan("done", "", alert_id, dry_run)
+    try:
+        alert = _alert(store, alert_id, None if dry_run else "planning")
+        explore = False
+        notes = []
+        if alert is not None:
+            trusted = set(GOLD_METRICS) | trusted_llm_metrics(store)
+            explore = alert["metric"] in trusted
+            if not explore:
+                notes.append(f"alert {alert_id} is on {alert['metric']}, which the judge calibration does not trust: "
+                             "only defects are repaired")
+        elif alert_id is not None:
+            notes.append(f"no quality alert {alert_id}")
+        with store.session() as s:
+            plan.active_before = require_active(s).id
+        if not dry_run:
+            clean_abandoned(store)
+        ctx = RepairContext(store, embedder, llm or _default_llm, check=check)
+        scorer = HeldoutScorer(store, embedder)
+        tried: set[str] = set()
+        rounds = max_rounds or env_int("KAIZEN_REPAIR_MAX_ROUNDS", 5)
+        while plan.rounds < rounds:
+            with store.session() as s:
+                version = require_active(s)
+            diagnosis = diagnose(store, embedder, version, explore=explore)
+            pending = [a for a in diagnosis.actions if a.signature() not in tried]
+            if plan.rounds == 0:
+                plan.findings = [f.as_dict() for f in diagnosis.findings]
+                plan.planned = [a.as_dict() for a in pending]
+            plan.rounds += 1
+            if dry_run or not pending:
+                break
+            promoted = False
+            for action in pending:
+                tried.add(action.signature())
+                result = _apply(store, embedder, action, ctx, scorer, actor, lock.conn)
+                plan.results.append(result)
+                log.info("repair %s: %s (%s)", action.kind, result.decision, result.reason)
+                if result.decision == "promoted":
+                    promoted = True
+                    break  # the KB changed: diagnose again before the next action
+            if not promoted:
+                break
+        with store.session() as s:
+            plan.active_after = require_active(s).id
+        if dry_run:
+            plan.status = "dry_run"
+            plan.message = (f"{len(plan.planned)} action(s) planned" if plan.planned
+                            else "nothing to do: no defect found in the knowledge base")
+        elif not plan.results:
+            plan.status = "nothing_to_do"
+            plan.message = "nothing to do: no defect found; the knowledge base is left as it is"
+        else:
+            plan.message = (f"{len(plan.results)} action(s) tried, {len(plan.kept)} kept; active KB version "
+                            f"{plan.active_before} -> {plan.active_after}")
+        if notes:
+            plan.message += " (" + "; ".join(notes) + ")"
+        if alert is not None and not dry_run:
+            _alert(store, alert_id, "repaired" if plan.kept else "no_repair")
+    finally:
+        lock.release()
+        plan.seconds = time.perf_counter() - started
+    return plan
+
+
+def run_actions(store, embedder, actions: list[Action], *, llm=None, check=None,
+                actor: str = ACTOR) -> list[ActionResult]:
+    """Apply given actions (no diagnosis) under the same locks and guard: for tests and scripted repairs."""
+    lock = _Lock(store, PLANNER_LOCK, wait=True)
+    try:
+        ctx = RepairContext(store, embedder, llm or _default_llm, check=check)
+        scorer = HeldoutScorer(store, embedder)
+        return [_apply(store, embedder, a, ctx, scorer, actor, lock.conn) for a in actions]
+    finally:
+        lock.release()
+
+
+__all__ = ["run_planner", "run_actions", "Plan", "ActionResult", "tolerance"]

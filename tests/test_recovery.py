@@ -1,0 +1,73 @@
+"""The degradation-recovery loop in reduced form (a slice of ClapNQ, a few probes): degrade the KB, raise the
+alert, let the planner run unattended, and require most of the lost held-out recall back with no promoted change
+regressing beyond the tolerance. Also one run of the real default model (SmolLM2) through an enrichment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import SHARED_DATA
+from tests.test_repair import QUESTIONS, TINY, _jsonl, reset_eval
+
+CLAPNQ = SHARED_DATA / "clapnq"
+
+
+def _slice(tmp_path, questions: int, distractors: int):
+    rows = [json.loads(line) for line in (CLAPNQ / "questions.dev.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")][:questions]
+    gold = {g for r in rows for g in r["gold_passage_ids"]}
+    corpus = [json.loads(line) for line in (CLAPNQ / "corpus.jsonl").read_text().splitlines()]
+    picked = [d for d in corpus if d["id"] in gold] + [d for d in corpus if d["id"] not in gold][:distractors]
+    return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
+
+
+@pytest.mark.skipif(not CLAPNQ.exists(), reason="../shared/data/clapnq is not there")
+def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_path):
+    from eval.repair.bench_recovery import run_on_store
+
+    reset_eval(clean_store)
+    corpus, questions = _slice(tmp_path, questions=40, distractors=30)
+    # A small corpus has few look-alike passages, so it is damaged harder than the benchmark's 24 tokens / 20%.
+    result = run_on_store(clean_store, embedder, str(corpus), str(questions), None, heldout_share=0.5,
+                          fragment_tokens=12, noise_share=0.4,
+                          llm=lambda: pytest.fail("structural repairs need no model"), workdir=tmp_path)
+    h = result["heldout"]
+    assert result["clean_kb"]["status"] == "nothing_to_do" and result["clean_kb"]["actions_taken"] == 0
+    assert h["degraded"]["recall@5"] < h["baseline"]["recall@5"] or h["degraded"]["mrr@10"] < h["baseline"]["mrr@10"]
+    assert result["repair"]["actions_kept"] >= 1
+    lost = h["baseline"]["mrr@10"] - h["degraded"]["mrr@10"]
+    assert h["recovered"]["mrr@10"] >= h["degraded"]["mrr@10"] + 0.9 * lost - 1e-9, result
+    if result["recovered_share_recall@5"] is not None:
+        assert result["recovered_share_recall@5"] >= 0.9, result
+    assert result["max_promoted_heldout_drop"] <= result["tolerance"]
+
+
+def test_the_real_model_enriches_without_touching_the_shown_text(clean_store, embedder, tmp_path):
+    from eval.probe_sets import import_probes
+    from eval.repair.actions import Enrich
+    from eval.repair.planner import run_actions
+    from store.ingest import ingest
+
+    reset_eval(clean_store)
+    assert ingest(clean_store, embedder, [str(_jsonl(tmp_path / "corpus.jsonl", TINY))]).ok
+    import_probes(clean_store, _jsonl(tmp_path / "q.jsonl", QUESTIONS), probe_set="tiny", heldout_share=0.5)
+    with clean_store.session() as s:
+        original = dict(s.execute(sa.text("SELECT id, text FROM active_chunks ORDER BY id LIMIT 2")).all())
+    [result] = run_actions(clean_store, embedder, [Enrich(target="2 chunks", reason="test",
+                                                          chunk_ids=list(original))])
+    assert result.decision in ("promoted", "rolled_back", "skipped"), result.reason
+    with clean_store.session() as s:
+        rejected = s.execute(sa.text("SELECT count(*) FROM kb_changes WHERE kind = 'repair_output_rejected'")
+                             ).scalar_one()
+        enriched = s.execute(sa.text("SELECT c.text, c.search_text, c.derived_from FROM active_chunks a "
+                                     "JOIN chunks c USING (id) WHERE c.origin = 'enrichment'")).all()
+    if result.decision == "skipped":
+        assert rejected == 2  # every output was rejected, and each one recorded
+    else:
+        assert len(result.build["outputs"]) + result.build["rejected"] == 2
+    for row in enriched:  # promoted: the indexed text grew, the shown and cited text is the original
+        assert row.text == original[row.derived_from] and row.text in row.search_text
+        assert len(row.search_text) > len(row.text)

@@ -1,0 +1,262 @@
+"""Self-repair against the real database and embedder: the planner on a clean KB, a crash half-way, two
+planners, rejected model outputs, a source deleted between plan and apply, reverts, the CLI. A fake model is
+used only to force the rejected-output branches; tests/test_recovery.py runs the real loop and the real model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import SHARED_DATA, run_cli
+
+TINY = [
+    {"id": "d-owl", "title": "Owls", "text": "Owls hunt at night. An owl can turn its head 270 degrees because its "
+     "neck has fourteen vertebrae."},
+    {"id": "d-tea", "title": "Green tea", "text": "Green tea is made from unoxidised leaves of Camellia sinensis. "
+     "It originated in China."},
+    {"id": "d-bridge", "title": "Golden Gate Bridge", "text": "The Golden Gate Bridge opened in 1937. It spans the "
+     "strait between San Francisco Bay and the Pacific Ocean."},
+    {"id": "d-moon", "title": "Moon", "text": "The Moon orbits the Earth every 27.3 days and is about 384,400 "
+     "kilometres away."},
+]
+QUESTIONS = [
+    {"id": "q-owl", "question": "How far can an owl turn its head?", "gold_passage_ids": ["d-owl"], "reference": "270"},
+    {"id": "q-tea", "question": "What is green tea made from?", "gold_passage_ids": ["d-tea"], "reference": "leaves"},
+    {"id": "q-bridge", "question": "When did the Golden Gate Bridge open?", "gold_passage_ids": ["d-bridge"],
+     "reference": "1937"},
+    {"id": "q-moon", "question": "How far away is the Moon?", "gold_passage_ids": ["d-moon"], "reference": "384,400 km"},
+]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def reset_eval(store):
+    with store.session() as s:
+        s.execute(sa.text("TRUNCATE probes, quality_alerts, interactions RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def tiny_kb(clean_store, embedder, tmp_path):
+    from eval.probe_sets import import_probes
+    from store.ingest import ingest
+
+    reset_eval(clean_store)
+    assert ingest(clean_store, embedder, [str(_jsonl(tmp_path / "corpus.jsonl", TINY))]).ok
+    import_probes(clean_store, _jsonl(tmp_path / "q.jsonl", QUESTIONS), probe_set="tiny", heldout_share=0.5)
+    return clean_store
+
+
+def active_id(store):
+    with store.session() as s:
+        return s.execute(sa.text("SELECT id FROM kb_versions WHERE status = 'active'")).scalar_one()
+
+
+def changes(store, kind=None):
+    with store.session() as s:
+        sql = "SELECT kind, decision, target, after FROM kb_changes"
+        rows = s.execute(sa.text(sql + (" WHERE kind = :k" if kind else "") + " ORDER BY id"), {"k": kind}).all()
+    return rows
+
+
+def test_clean_kb_the_planner_finds_nothing_and_changes_nothing(tiny_kb, embedder):
+    from eval.repair.planner import run_planner
+
+    before = active_id(tiny_kb)
+    plan = run_planner(tiny_kb, embedder=embedder, llm=lambda: pytest.fail("no model call on a clean KB"))
+    assert plan.status == "nothing_to_do" and "nothing to do" in plan.message
+    assert active_id(tiny_kb) == before and not plan.results
+
+
+def test_a_crash_half_way_leaves_the_active_version_untouched(tiny_kb, embedder):
+    from eval.repair.degrade import degrade
+    from eval.repair.planner import run_planner
+
+    damage = degrade(tiny_kb, embedder, fragment_tokens=8, noise_share=0.5)
+    with tiny_kb.session() as s:
+        before = s.execute(sa.text("SELECT id, text, search_text FROM chunks WHERE kb_version = :v ORDER BY id"),
+                           {"v": damage["version"]}).all()
+    calls = []
+
+    def crash():
+        calls.append(1)
+        if len(calls) >= 2:
+            raise RuntimeError("injected crash")
+
+    plan = run_planner(tiny_kb, embedder=embedder, check=crash, llm=lambda: pytest.fail("no model"))
+    assert plan.results and all(r.decision == "failed" for r in plan.results)
+    assert "injected crash" in plan.results[0].reason
+    assert active_id(tiny_kb) == damage["version"]
+    with tiny_kb.session() as s:
+        after = s.execute(sa.text("SELECT id, text, search_text FROM chunks WHERE kb_version = :v ORDER BY id"),
+                          {"v": damage["version"]}).all()
+        leftovers = s.execute(sa.text("SELECT count(*) FROM chunks c JOIN kb_versions v ON v.id = c.kb_version "
+                                      "WHERE v.status IN ('building', 'candidate', 'rolled_back')")).scalar_one()
+    assert after == before and leftovers == 0
+    assert [r.decision for r in changes(tiny_kb) if r.kind.startswith("repair:")] == ["failed"] * len(plan.results)
+
+
+def test_two_planners_one_runs_the_other_exits_with_a_message(tiny_kb, embedder):
+    from eval.repair.planner import PLANNER_LOCK, run_planner
+
+    with tiny_kb.engine.connect() as other:
+        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PLANNER_LOCK})
+        plan = run_planner(tiny_kb, embedder=embedder)
+        assert plan.status == "busy" and "another repair planner is running" in plan.message
+        cli = run_cli("improve")
+        assert cli.returncode == 1 and "another repair planner is running" in cli.stderr
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNER_LOCK})
+    assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"
+
+
+class ScriptedLLM:
+    """Returns fixed raw replies, validated exactly as the real model's are (agent.llm.parse_json_reply)."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
+        from agent.llm import parse_json_reply
+
+        return parse_json_reply(self.replies.pop(0), validate)
+
+
+def test_rewrites_returned_empty_or_in_another_language_are_rejected_and_recorded(tiny_kb, embedder):
+    from eval.repair.actions import Rewrite
+    from eval.repair.planner import run_actions
+
+    with tiny_kb.session() as s:
+        ids = s.execute(sa.text("SELECT id FROM active_chunks ORDER BY id LIMIT 2")).scalars().all()
+    before = active_id(tiny_kb)
+    fake = ScriptedLLM(['{"text": "   "}', '{"text": "フクロウは夜に狩りをする鳥で、首を大きく回すことができます。"}'])
+    [result] = run_actions(tiny_kb, embedder, [Rewrite(target="2 chunks", reason="test", chunk_ids=ids)],
+                           llm=lambda: fake)
+    assert result.decision == "skipped" and "rejected for all 2" in result.reason
+    assert active_id(tiny_kb) == before
+    rejected = changes(tiny_kb, "repair_output_rejected")
+    errors = sorted(r.after["error"] for r in rejected)
+    assert len(rejected) == 2 and "empty" in errors[0] and "another language" in errors[1]
+
+
+def test_a_source_deleted_between_plan_and_apply_is_skipped(clean_store, embedder, tmp_path):
+    from eval.repair.diagnose import staleness
+    from eval.repair.planner import run_actions
+    from store.ingest import ingest
+
+    reset_eval(clean_store)
+    doc = tmp_path / "owls.md"
+    doc.write_text("# Owls\n\nOwls hunt at night.")
+    assert ingest(clean_store, embedder, [str(tmp_path)]).ok
+    doc.write_text("# Owls\n\nOwls hunt at night and sleep by day.")
+    [finding] = staleness(clean_store)
+    assert finding.kind == "stale_sources" and finding.count == 1
+    doc.unlink()  # gone before the plan is applied
+    before = active_id(clean_store)
+    [result] = run_actions(clean_store, embedder, [finding.action])
+    assert result.decision == "skipped" and "vanished" in result.reason
+    assert active_id(clean_store) == before
+    with clean_store.session() as s:
+        assert s.execute(sa.text("SELECT body FROM documents")).scalar_one().endswith("Owls hunt at night.")
+
+
+def _bad_feedback(store, question, correction):
+    with store.session() as s:
+        iid = s.execute(sa.text("INSERT INTO interactions (thread_id, question, answer, model) VALUES "
+                                "('t', :q, 'wrong', 'test') RETURNING id"), {"q": question}).scalar_one()
+        s.execute(sa.text("INSERT INTO feedback (interaction_id, rating, correction) VALUES (:i, -1, :c)"),
+                  {"i": iid, "c": correction})
+
+
+def test_corrections_become_user_knowledge_and_reverts_respect_later_changes(tiny_kb, embedder, tmp_path):
+    from eval.repair.planner import run_planner
+    from eval.repair.revert import RevertError, revert
+
+    first = active_id(tiny_kb)
+    _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
+    plan = run_planner(tiny_kb, embedder=embedder, max_rounds=1)
+    [one] = plan.results
+    assert one.decision == "promoted", one.reason
+    with tiny_kb.session() as s:
+        origins = s.execute(sa.text("SELECT origin, text FROM active_chunks WHERE origin = 'user'")).all()
+    assert origins and "Joseph Strauss" in origins[0].text
+    _bad_feedback(tiny_kb, "How old is the Moon?", "About 4.5 billion years.")
+    [two] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
+    assert two.decision == "promoted"
+    assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"  # corrections are used once
+
+    with pytest.raises(RevertError, match="later changes built on it"):
+        revert(tiny_kb, one.change_id)
+    cli = run_cli("kb", "revert", str(one.change_id))
+    assert cli.returncode == 2 and "revert those first" in cli.stderr and "Traceback" not in cli.stderr
+    assert revert(tiny_kb, two.change_id)["active"] == one.candidate_version
+    assert revert(tiny_kb, one.change_id)["active"] == first
+    with pytest.raises(RevertError, match="already reverted"):
+        revert(tiny_kb, one.change_id)
+
+    log = json.loads(run_cli("kb", "log", "--json").stdout)
+    assert [r["kind"] for r in log[:2]] == ["revert", "revert"]
+    assert any(r["kind"] == "repair:add_correction" and r["metrics_after"] for r in log)
+
+
+def test_a_revert_is_refused_when_documents_were_ingested_after_the_repair(tiny_kb, embedder, tmp_path):
+    from eval.repair.planner import run_planner
+    from eval.repair.revert import RevertError, revert
+    from store.ingest import ingest
+
+    _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss.")
+    [one] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
+    assert one.decision == "promoted"
+    (tmp_path / "more.md").write_text("# Tides\n\nTides follow the Moon.")
+    assert ingest(tiny_kb, embedder, [str(tmp_path / "more.md")]).ok
+    with pytest.raises(RevertError, match="would drop those changes"):
+        revert(tiny_kb, one.change_id)
+
+
+def test_improve_dry_run_gaps_and_export_from_the_cli(tiny_kb, embedder, tmp_path):
+    from eval.repair.degrade import degrade
+
+    degrade(tiny_kb, embedder, fragment_tokens=8, noise_share=0.5)
+    with tiny_kb.session() as s:
+        iid = s.execute(sa.text("INSERT INTO interactions (thread_id, question, answer, model, abstained) VALUES "
+                                "('t', 'Who won the 1990 World Cup?', '', 'test', true) RETURNING id")).scalar_one()
+        s.execute(sa.text("INSERT INTO knowledge_gaps (interaction_id, question, reason) VALUES (:i, "
+                          "'Who won the 1990 World Cup?', 'no relevant context')"), {"i": iid})
+    before = active_id(tiny_kb)
+    dry = run_cli("improve", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["status"] == "dry_run" and plan["planned"][0]["kind"] == "rechunk_all"
+    assert {"chunking", "integrity", "knowledge_gaps"} <= {f["kind"] for f in plan["findings"]}
+    assert active_id(tiny_kb) == before
+    text = run_cli("improve", "--dry-run")
+    assert "plan (nothing applied)" in text.stdout and "rechunk_all" in text.stdout
+    gaps = run_cli("gaps")
+    assert gaps.returncode == 0 and "1990 World Cup" in gaps.stdout
+    out = tmp_path / "qa.jsonl"
+    exported = run_cli("export", "qa", "--min-score", "0.5", str(out), "--json")
+    assert exported.returncode == 0, exported.stderr
+    summary = json.loads(exported.stdout)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["interactions"] == 0  # no trusted LLM metric: no interaction qualifies
+    assert all(r["origin"] == "probe" and r["split"] == "train" for r in rows)
+    if rows:
+        assert rows[0]["messages"][-1]["role"] == "assistant" and rows[0]["sources"][0]["source_uri"]
+
+
+def test_the_guard_needs_a_real_gain_and_refuses_regressions():
+    from eval.repair.guard import decide
+
+    base = {"recall@1": 0.9, "recall@5": 0.95, "recall@10": 0.97, "mrr@10": 0.93, "probes": 100}
+    noise = dict(base, **{"mrr@10": 0.9301})
+    assert not decide(base, noise, tol=0.02).promote
+    better = dict(base, **{"recall@5": 0.97})
+    assert decide(base, better, tol=0.02).promote
+    worse = dict(better, **{"recall@1": 0.85})
+    verdict = decide(base, worse, tol=0.02)
+    assert not verdict.promote and "recall@1" in verdict.reason
+    assert decide(base, base, "non_inferior", tol=0.02).promote
+    assert not decide(dict(base, probes=0), better, tol=0.02).promote
