@@ -59,11 +59,32 @@ class DriftCheck:
 
 
 def baseline_run(session, version: int) -> int | None:
-    flagged = session.execute(sa.text(
-        "SELECT id FROM eval_runs WHERE kind = 'probe' AND status = 'done' AND kb_version = :v AND items > 0 "
-        "AND (summary->>'baseline')::boolean ORDER BY id DESC LIMIT 1"), {"v": version}).scalar()
-    if flagged is not None:
-        return flagged
+    """The probe run a version is judged against: its own explicit baseline (`kaizen eval run --baseline`); else
+    the baseline of the version it was built from, so that a re-index or a repair that makes things worse is caught
+    against what it replaced; else (a first version) its own first probe run."""
+    chain = session.execute(sa.text(
+        """
+        WITH RECURSIVE chain AS (
+            SELECT id, parent_id, 0 AS depth FROM kb_versions WHERE id = :v
+            UNION ALL
+            SELECT k.id, k.parent_id, c.depth + 1 FROM kb_versions k JOIN chain c ON k.id = c.parent_id
+            WHERE c.depth < 50
+        )
+        SELECT id FROM chain ORDER BY depth"""), {"v": version}).scalars().all() or [version]
+    for candidate in chain:  # baseline(v) = flagged(v) or baseline(parent) or first(v)
+        flagged = session.execute(sa.text(
+            "SELECT id FROM eval_runs WHERE kind = 'probe' AND status = 'done' AND kb_version = :v AND items > 0 "
+            "AND (summary->>'baseline')::boolean ORDER BY id DESC LIMIT 1"), {"v": candidate}).scalar()
+        if flagged is not None:
+            return flagged
+    for candidate in reversed(chain):
+        first = _first_run(session, candidate)
+        if first is not None:
+            return first
+    return None
+
+
+def _first_run(session, version: int) -> int | None:
     return session.execute(sa.text(
         "SELECT id FROM eval_runs WHERE kind = 'probe' AND status = 'done' AND kb_version = :v AND items > 0 "
         "ORDER BY id LIMIT 1"), {"v": version}).scalar()

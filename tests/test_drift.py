@@ -130,3 +130,24 @@ def test_without_a_calibration_module_nothing_llm_is_trusted(kb):
         with kb.session() as s:
             s.execute(sa.text("DELETE FROM judge_calibration"))
         assert not any(_trusted(kb, "judge.gguf").values())
+
+
+def test_a_worse_new_version_is_judged_against_the_version_it_replaced(kb, embedder):
+    """A re-index that loses documents is a drop, even though it is the new version's very first probe run."""
+    from eval.drift import baseline_run, check_drift
+    from eval.probe_runs import run_probes
+    from store.reindex import reindex
+
+    conf = drift_settings()
+    clean = run_probes(kb, embedder)
+    reindex(kb, embedder, reason="a re-index that went wrong")
+    with kb.session() as s:
+        s.execute(sa.text(break_search(kb)))  # the new version lacks some documents' chunks
+        new_version = s.execute(sa.text("SELECT id FROM kb_versions WHERE status = 'active'")).scalar_one()
+        assert new_version != clean["kb_version"]
+        assert baseline_run(s, new_version) == clean["run_id"]
+    run_probes(kb, embedder)
+    created = check_drift(kb, conf)
+    assert len(created) == 1
+    (alert,) = alerts(kb)
+    assert alert.kb_version == new_version and alert.baseline == 1.0 and alert.observed < 0.8

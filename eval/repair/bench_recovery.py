@@ -36,17 +36,15 @@ def _metrics(store, embedder, split: str) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
 
 
-def raise_alert(store, baseline: dict, observed: dict, tolerance: float) -> int | None:
-    """The alert the worker's drift detection raises when train-probe recall@5 drops below the baseline."""
-    if observed["recall@5"] >= baseline["recall@5"] - tolerance:
-        return None
-    with store.session() as s:
-        return s.execute(sa.text(
-            "INSERT INTO quality_alerts (kb_version, metric, baseline, observed, window_size, tolerance, detail) "
-            "SELECT id, 'recall@5', :b, :o, :n, :t, CAST(:d AS jsonb) FROM kb_versions WHERE status = 'active' "
-            "RETURNING id"), {"b": baseline["recall@5"], "o": observed["recall@5"], "n": observed["probes"],
-                              "t": tolerance, "d": json.dumps({"source": "bench recovery", "split": "train"})}
-        ).scalar_one()
+def probe_run_alert(store, embedder) -> int | None:
+    """What the worker does on its schedule: a train-probe run on the active version, then the drift check
+    against the baseline of the version it replaced. Returns the alert it raised, if any."""
+    from eval.drift import check_drift
+    from eval.probe_runs import run_probes
+
+    run_probes(store, embedder, split="train")
+    alerts = check_drift(store)
+    return alerts[0] if alerts else None
 
 
 def recovered_share(base: float, degraded: float, recovered: float) -> float | None:
@@ -81,6 +79,9 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
     imported = import_probes(store, probe_file, probe_set=Path(questions).parent.name or "bench",
                              heldout_share=heldout_share or HELDOUT_SHARE)
     baseline = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+    from eval.probe_runs import run_probes
+
+    run_probes(store, embedder, split="train", baseline=True)  # the clean version's baseline for drift detection
 
     t = time.perf_counter()
     clean_plan = run_planner(store, embedder=embedder, llm=llm, actor="kaizen bench recovery")
@@ -91,7 +92,7 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
     damage = degrade(store, embedder, fragment_tokens=fragment_tokens, noise_share=noise_share)
     timings["degrade"] = round(time.perf_counter() - t, 2)
     degraded = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
-    alert_id = raise_alert(store, baseline["train"], degraded["train"], tolerance())
+    alert_id = probe_run_alert(store, embedder)  # the worker's drift detection, not a hand-made alert
 
     t = time.perf_counter()
     plan = run_planner(store, alert_id=alert_id, embedder=embedder, llm=llm, actor="kaizen bench recovery")
