@@ -190,6 +190,8 @@ class LlamaJudge(InstructorBaseRagasLLM):
         stats.prompt_tokens += result.usage.prompt_tokens
         stats.prompt_processed += result.usage.prompt_processed
         stats.completion_tokens += result.usage.completion_tokens
+        if not result.ok and result.raw and "control character" in (result.error or ""):
+            result = self._lenient(result, validate)  # a raw newline inside a JSON string is harmless
         if not result.ok:
             stats.failures += 1
             if not (result.raw or "").strip() and "cut off" not in (result.error or ""):
@@ -202,6 +204,16 @@ class LlamaJudge(InstructorBaseRagasLLM):
                 errors.append(reason)
             raise JudgeReplyError(reason)
         return result.value
+
+    @staticmethod
+    def _lenient(result, validate):
+        import json
+
+        try:
+            value = validate(json.loads(result.raw, strict=False))
+        except (TypeError, ValueError, KeyError):
+            return result
+        return dataclasses.replace(result, ok=True, value=value, error=None)
 
     async def agenerate(self, prompt: str, response_model: type[BaseModel]):
         await asyncio.sleep(0)  # let the other rows reach the same step first (prompt-prefix reuse)

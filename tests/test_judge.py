@@ -167,21 +167,22 @@ def test_probe_answer_gets_string_and_gold_id_metrics(kb):
 
 # -- the real model on a real answer ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_real_judge_scores_a_real_interaction(kb, embedder, monkeypatch):
+def test_real_judge_scores_a_real_interaction(kb, embedder):
     from agent.graph import Agent
     from agent.model_files import chat_model_path
     from eval.interaction_eval import evaluate_interaction
     from eval.judge import load_judge
 
-    monkeypatch.setenv("KAIZEN_JUDGE_MAX_TOKENS", "256")
+    # Three of the five reference-free metrics keep the test short; the others run in the fake-model tests.
+    metrics = ("faithfulness", "answer_relevancy", "context_utilization")
     agent = Agent(kb, embedder=embedder, persist=False)
     result = agent.ask("How tall is the Kestrel Point lighthouse?")
     assert result.interaction_id and not result.abstained, result
     judge = load_judge()
     assert judge.llm is agent.llm  # one model per process, shared by the agent and the judge
-    rows = evaluate_interaction(kb, result.interaction_id, judge=judge, embedder=embedder)
-    assert [r["metric"] for r in rows] == list(INTERACTION_METRICS)
-    assert judge.stats.calls >= len(INTERACTION_METRICS)
+    rows = evaluate_interaction(kb, result.interaction_id, judge=judge, embedder=embedder, metrics=metrics)
+    assert [r["metric"] for r in rows] == list(metrics)
+    assert judge.stats.calls >= len(metrics)
     for row in rows:
         assert row["judge_model"] == chat_model_path().name
         if row["value"] is None:
