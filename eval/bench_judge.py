@@ -184,15 +184,22 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
         for path in judge_models:
             judge = load_judge(path)
             say(f"judge {judge.name}: {len(built)} pairs × {len(metrics)} metrics")
-            entry = {"judge_model": judge.name, "path": str(path), "load_average_before": _load()}
+            entry = {"judge_model": judge.name, "path": str(path), "load_average_before": _load(), "metrics": []}
+            result["judges"].append(entry)
+
+            def done(c, entry=entry):  # keep partial results: a slow judge can be stopped after any metric
+                say(f"  {c.metric}: AUC {c.auc} ({c.scored}/{c.items} scored, {c.seconds_per_item}s/item, "
+                    f"load {_load()})")
+                if c.judge_model != "none":
+                    entry["metrics"].append(c.as_dict())
+                    if checkpoint:
+                        checkpoint(result)
+
             started = time.perf_counter()
-            calibrations = calibrate_pairs(
-                built, judge=judge, embeddings=embeddings, metrics=metrics, non_llm=not non_llm_done,
-                progress=lambda c: say(f"  {c.metric}: AUC {c.auc} ({c.scored}/{c.items} scored, "
-                                       f"{c.seconds_per_item}s/item, load {_load()})"))
+            calibrations = calibrate_pairs(built, judge=judge, embeddings=embeddings, metrics=metrics,
+                                           non_llm=not non_llm_done, progress=done)
             entry["calibration_seconds"] = round(time.perf_counter() - started, 1)
-            llm_rows = [c.as_dict() for c in calibrations if c.judge_model != "none"]
-            entry["metrics"] = llm_rows
+            llm_rows = entry["metrics"]
             if not non_llm_done:
                 result["non_llm_metrics"] = [c.as_dict() for c in calibrations if c.judge_model == "none"]
                 non_llm_done = True
@@ -201,14 +208,13 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
                                                           INTERACTION_METRICS)
             entry["judge_calls"] = judge.stats.as_dict()
             entry["load_average_after"] = _load()
-            result["judges"].append(entry)
             say(f"  {judge.name}: best AUC {entry['best_llm_auc']}, "
                 f"{entry['interaction_eval']['seconds_per_interaction']}s per interaction")
             if checkpoint:
                 checkpoint(result)
         result["target"] = {
             "goal": "at least one LLM metric with AUC >= 0.8 on the stronger model; gold-id metrics exact",
-            "stronger_model_best_auc": result["judges"][-1]["best_llm_auc"] if len(result["judges"]) > 1 else None,
+            "best_auc_by_judge": {j["judge_model"]: j.get("best_llm_auc") for j in result["judges"]},
             "gold_id_exact": result["gold_id_metrics"]["exact"],
         }
         result["load_average_end"] = _load()

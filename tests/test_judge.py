@@ -191,3 +191,11 @@ def test_real_judge_scores_a_real_interaction(kb, embedder):
             assert 0.0 <= row["value"] <= 1.0 and not math.isnan(row["value"]), row
     assert any(r["value"] is not None for r in rows), rows
     assert len(scores_in_db(kb, result.interaction_id)) == len(rows)
+
+
+def test_a_raw_newline_inside_a_judge_string_is_accepted():
+    from ragas.metrics.collections.faithfulness.util import StatementGeneratorOutput
+
+    judge = LlamaJudge(FakeLLM("unused", json_reply='{"statements": ["It is 42\nmetres tall."]}'))
+    assert judge.generate("p", StatementGeneratorOutput).statements == ["It is 42\nmetres tall."]
+    assert judge.stats.failures == 0
