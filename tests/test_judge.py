@@ -173,8 +173,9 @@ def test_real_judge_scores_a_real_interaction(kb, embedder):
     from eval.interaction_eval import evaluate_interaction
     from eval.judge import load_judge
 
-    # Three of the five reference-free metrics keep the test short; the others run in the fake-model tests.
-    metrics = ("faithfulness", "answer_relevancy", "context_utilization")
+    # Two metrics with short judge replies keep the test short (SmolLM2 fills faithfulness's statement lists,
+    # minutes on a busy machine); every metric's reply handling runs in the fake-model tests above.
+    metrics = ("answer_relevancy", "context_utilization")
     agent = Agent(kb, embedder=embedder, persist=False)
     result = agent.ask("How tall is the Kestrel Point lighthouse?")
     assert result.interaction_id and not result.abstained, result
