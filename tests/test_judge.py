@@ -200,3 +200,18 @@ def test_a_raw_newline_inside_a_judge_string_is_accepted():
     judge = LlamaJudge(FakeLLM("unused", json_reply='{"statements": ["It is 42\nmetres tall."]}'))
     assert judge.generate("p", StatementGeneratorOutput).statements == ["It is 42\nmetres tall."]
     assert judge.stats.failures == 0
+
+
+def test_kaizen_eval_score_command(kb):
+    import json
+
+    from tests.conftest import run_cli
+
+    iid = record_interaction(kb, "Who won the 1954 chess olympiad?", "The knowledge base does not say.", True)
+    done = run_cli("eval", "score", str(iid), "--metrics", "faithfulness,answer_relevancy", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["metric"], r["value"]) for r in rows] == [("faithfulness", None), ("answer_relevancy", None)]
+    assert all("abstained" in r["reason"] for r in rows)
+    missing = run_cli("eval", "score", "999999999")
+    assert missing.returncode == 1 and "no such interaction" in missing.stdout
