@@ -160,6 +160,15 @@ def test_probe_answer_gets_string_and_gold_id_metrics(kb):
     assert by["string_presence"]["value"] == 1.0
     assert by["semantic_similarity"]["value"] > 0.95
     assert all(r["probe_id"] == probe and r["judge_model"] is None for r in rows)
+    rated = evaluate_probe_answer(kb, probe, "It is 42 metres tall.", [LIGHTHOUSE], llm_metrics=("answer_accuracy",),
+                                  judge=LlamaJudge(FakeLLM("unused", json_reply='{"rating": 4}')))
+    accuracy = next(r for r in rated if r["metric"] == "answer_accuracy")
+    assert accuracy["value"] == 1.0 and accuracy["judge_model"] == "fake-llm"
+    abstained = evaluate_probe_answer(kb, probe, "The knowledge base does not say.", [], abstained=True,
+                                      llm_metrics=("answer_accuracy",), judge=LlamaJudge(FakeLLM("u", "{}")))
+    ab = {r["metric"]: r for r in abstained}
+    assert ab["token_f1"]["value"] == 0.0 and ab["answer_accuracy"]["value"] is None
+    assert "abstained" in ab["answer_accuracy"]["reason"]
     wrong = evaluate_probe_answer(kb, probe, "Miso is a red panda.", [LIGHTHOUSE], llm_metrics=())
     wrong_by = {r["metric"]: r["value"] for r in wrong}
     assert wrong_by["token_f1"] < 0.3 and wrong_by["chrf"] < by["chrf"]["value"] and wrong_by["string_presence"] == 0
