@@ -21,13 +21,16 @@ import asyncio
 import contextvars
 import copy
 import dataclasses
+import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-from ragas.llms import InstructorBaseRagasLLM
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # also when imported outside the CLI (worker, tests)
+
+from pydantic import BaseModel  # noqa: E402
+from ragas.llms import InstructorBaseRagasLLM  # noqa: E402
 
 from store.config import env_int
 
