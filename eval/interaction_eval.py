@@ -133,11 +133,27 @@ def interaction_metrics(metrics=None) -> tuple[str, ...]:
                             INTERACTION_METRICS)
 
 
+def calibrated_metrics(store, judge_name: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `names`, those the judge's calibration trusts (metrics without an LLM always stay). Without any
+    calibration of this judge, all of them: untrusted scores are still shown, they just never trigger repairs."""
+    from .calibration import trusted_metrics
+
+    trusted = trusted_metrics(store, judge_name)
+    judged = [n for n in names if METRICS[n].uses_llm]
+    if not any(n in trusted for n in judged):
+        return names
+    kept = tuple(n for n in names if not METRICS[n].uses_llm or trusted.get(n))
+    return kept or names
+
+
 def evaluate_interactions(store, interaction_ids: Iterable[int], *, judge=None, embedder=None,
                           run_id: int | None = None, metrics=None) -> dict[int, list[dict]]:
     names = interaction_metrics(metrics)
     records = load_interactions(store, list(dict.fromkeys(interaction_ids)))
     lazy = _Lazy(judge, embedder)
+    if metrics is None and not os.environ.get("KAIZEN_EVAL_METRICS") and any(r.ungradable() is None for r in records):
+        # A metric the judge cannot be trusted with costs the worker 10-25 s per answer for nothing it may act on.
+        names = calibrated_metrics(store, _judge_name(lazy._judge), names)
     gradable = [r for r in records if r.ungradable() is None]
     scores: dict[int, list[Score]] = {r.id: [] for r in records}
     for name in names:  # one metric over every interaction before the next

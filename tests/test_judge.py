@@ -224,3 +224,27 @@ def test_kaizen_eval_score_command(kb):
     assert all("abstained" in r["reason"] for r in rows)
     missing = run_cli("eval", "score", "999999999")
     assert missing.returncode == 1 and "no such interaction" in missing.stdout
+
+
+def test_a_calibrated_judge_is_only_asked_for_the_metrics_it_is_trusted_with(kb):
+    """The worker skips metrics the judge's calibration does not trust (they cost 10-25 s an answer)."""
+    from eval.interaction_eval import evaluate_interaction
+
+    iid = record_interaction(kb, "How tall is the Kestrel Point lighthouse?", "It is 42 metres tall [1].", False,
+                             "42 metres tall")
+    judge = LlamaJudge(FakeLLM("unused", json_reply='{"rating": 2}'))
+    with kb.session() as s:
+        s.execute(sa.text("DELETE FROM judge_calibration WHERE judge_model = 'fake-llm'"))
+        s.execute(sa.text(
+            "INSERT INTO judge_calibration (judge_model, metric, auc, pairs, threshold, trusted) VALUES "
+            "('fake-llm', 'context_utilization', 0.9, 8, 0.75, true), ('fake-llm', 'faithfulness', 0.5, 8, 0.75, false)"))
+    try:
+        rows = evaluate_interaction(kb, iid, judge=judge)
+        assert [r["metric"] for r in rows] == ["context_utilization"]
+        # an explicit choice still wins
+        other = record_interaction(kb, "How tall is it?", "42 metres [1].", False, "42 metres tall")
+        assert [r["metric"] for r in evaluate_interaction(kb, other, judge=judge, metrics=("faithfulness",))] == \
+            ["faithfulness"]
+    finally:
+        with kb.session() as s:
+            s.execute(sa.text("DELETE FROM judge_calibration WHERE judge_model = 'fake-llm'"))
