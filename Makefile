@@ -11,7 +11,7 @@ BENCH_OUT ?= bench-results
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chat test bench docs clean
+.PHONY: install chat test bench bench-retrieval bench-answer bench-judge bench-recovery docs clean
 
 install: $(STAMP)
 
@@ -37,11 +37,28 @@ chat: install
 test: install
 	$(BIN)/pytest -q
 
-bench: install
+# Every benchmark writes its JSON to $(BENCH_OUT). The answer, judge and recovery runs take tens of minutes on two
+# cores; `make bench-retrieval` is the quick part alone.
+bench: bench-retrieval bench-answer bench-judge bench-recovery
+
+bench-retrieval: install
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/kaizen bench retrieval --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-clapnq.json
 	$(BIN)/kaizen bench retrieval --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-jsquad.json
 	$(BIN)/kaizen bench scale --n 100000 --json | tee $(BENCH_OUT)/scale.json
+
+bench-answer: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench answer --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --limit 20 --json > $(BENCH_OUT)/answer-clapnq-default.json
+
+bench-judge: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench judge --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --pairs 8 --json > $(BENCH_OUT)/judge-clapnq.json
+
+bench-recovery: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench recovery --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/recovery-clapnq.json
+	$(BIN)/kaizen bench recovery --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --limit 400 --json > $(BENCH_OUT)/recovery-jsquad.json
 
 # Regenerate the README's schema and graph sections from the code (tests/test_readme_docs.py checks them).
 docs: install
