@@ -82,12 +82,6 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _psql_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def cmd_sql(args) -> int:
     from store.sql_console import run_sql
 
@@ -112,7 +106,9 @@ def _interactive_sql(store, write: bool) -> int:
         if not write:
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c default_transaction_read_only=on").strip()
         err.print("[dim]psql session" + ("" if write else " (read-only)") + "; \\q quits[/dim]")
-        return subprocess.call([psql, _psql_url(store.url)], env=env)
+        from store.database import libpq_url
+
+        return subprocess.call([psql, libpq_url(store.url)], env=env)
     from store.sql_console import SqlError, run_sql
 
     err.print("[dim]Kaizen SQL prompt" + ("" if write else " (read-only)") + "; end statements with ';', "

@@ -145,11 +145,18 @@ def _question_scores(ctx: Context, question: str, hits: list[dict]) -> dict[int,
 
     vec = ctx.embedder.embed_queries([question[:4000]])[0]
     vec = vec / (np.linalg.norm(vec) or 1.0)
-    ids = [h["chunk_id"] for h in hits]
+    return {chunk_id: float(np.dot(vec, stored)) for chunk_id, stored in
+            _chunk_vectors(ctx, [h["chunk_id"] for h in hits]).items()}
+
+
+def _chunk_vectors(ctx: Context, ids: list[int]) -> dict[int, Any]:
+    """The stored (unit-length) embeddings of these chunks, by chunk id."""
+    if not ids:
+        return {}
     with ctx.store.session() as session:
         rows = session.execute(sa.text("SELECT id, embedding::text FROM chunks WHERE id = ANY(:ids)"),
                                {"ids": ids}).all()
-    return {row[0]: float(np.dot(vec, parse_vector(row[1]))) for row in rows}
+    return {row[0]: parse_vector(row[1]) for row in rows}
 
 
 @timed("grade_documents")
@@ -315,13 +322,7 @@ def generate(state: AgentState, runtime: Runtime[Context]) -> dict:
 
 
 def _passage_vectors(ctx: Context, passages: list[dict]) -> dict[int, Any]:
-    ids = [p["chunk_id"] for p in passages]
-    if not ids:
-        return {}
-    with ctx.store.session() as session:
-        rows = session.execute(sa.text("SELECT id, embedding::text FROM chunks WHERE id = ANY(:ids)"),
-                               {"ids": ids}).all()
-    by_id = {row[0]: parse_vector(row[1]) for row in rows}
+    by_id = _chunk_vectors(ctx, [p["chunk_id"] for p in passages])
     return {p["number"]: by_id[p["chunk_id"]] for p in passages if p["chunk_id"] in by_id}
 
 

@@ -10,13 +10,6 @@ import sqlalchemy as sa
 _SETUP_LOCK = 7234003
 
 
-def libpq_url(sqlalchemy_url: str) -> str:
-    """`postgresql+psycopg://...` (SQLAlchemy) to a plain libpq URL for psycopg."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def new_thread_id() -> str:
     return "t-" + secrets.token_hex(4)
 
@@ -28,6 +21,8 @@ class Checkpoints:
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
+
+        from store.database import libpq_url
 
         self.pool = ConnectionPool(
             conninfo=libpq_url(store.url),

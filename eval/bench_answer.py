@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import statistics
 import string
-import tempfile
 import time
 import unicodedata
 from collections import Counter
@@ -235,25 +233,16 @@ def summarise(rows: list[dict]) -> dict:
 
 def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None) -> dict:
     from agent.graph import Agent
-    from store.config import StoreSettings
-    from store.database import Store
-    from store.embeddings import load_embedder
-    from store.ingest import ingest
 
-    temporary = home is None
-    home_dir = Path(home or tempfile.mkdtemp(prefix="kaizen-bench-answer-"))
-    settings = dataclasses.replace(StoreSettings.from_env(), home=home_dir, database_url=None)
-    store = Store(settings, ephemeral=temporary)
-    try:
-        embedder = load_embedder(threads=settings.embed_threads)
-        report = ingest(store, embedder, [corpus])
-        if report.errors:
-            raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+    from .bench_store import bench_store, ingest_corpus, load_average
+
+    with bench_store(home, "kaizen-bench-answer-") as (store, embedder, _):
+        report = ingest_corpus(store, embedder, corpus)
         questions = load_questions(questions_path, limit)
         agent = Agent(store, embedder=embedder, persist=False)
         llm = agent.llm
         agent.ask("warm-up: what is this knowledge base about?")  # loads everything; not measured
-        load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        load_before = load_average()
         started = time.perf_counter()
         rows = run_questions(agent, questions, progress)
         seconds = time.perf_counter() - started
@@ -269,12 +258,10 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
             "chunks": report.chunks,
             "seconds": round(seconds, 1),
             "load_average_before": load_before,
-            "load_average_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "load_average_after": load_average(),
             "summary": summarise(rows),
             "per_question": rows,
         }
-    finally:
-        store.close()
 
 
 def main(args) -> int:

@@ -11,12 +11,11 @@ ranking code. The load average is recorded: the machine is shared and timings de
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+
+from eval.bench_store import load_average
 
 DEFAULT_PAIRS = 12
 DEFAULT_INTERACTIONS = 2
@@ -25,8 +24,6 @@ BENCH_METRICS = ("faithfulness", "answer_relevancy", "context_utilization", "res
                  "context_relevance", "answer_accuracy")
 
 
-def _load() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def default_judge_models() -> list[Path]:
@@ -86,14 +83,14 @@ def time_interactions(store, interaction_ids: list[int], judge, embedder, metric
 
     calls_before = judge.stats.calls
     started = time.perf_counter()
-    load = _load()
+    load = load_average()
     out = evaluate_interactions(store, interaction_ids, judge=judge, embedder=embedder, metrics=metrics)
     seconds = time.perf_counter() - started
     rows = [r for rs in out.values() for r in rs]
     return {"interactions": len(interaction_ids), "metrics": list(metrics),
             "seconds_per_interaction": round(seconds / max(1, len(interaction_ids)), 1),
             "judge_calls": judge.stats.calls - calls_before, "load_average_before": load,
-            "load_average_after": _load(),
+            "load_average_after": load_average(),
             "scores": {m: [r["value"] if r["value"] is None else round(r["value"], 3)
                            for r in rows if r["metric"] == m] for m in metrics},
             "null_reasons": sorted({r["reason"][:100] for r in rows if r["reason"]})}
@@ -119,11 +116,8 @@ def record_reference_interaction(store, source) -> int:
 def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_models=None, metrics=None,
         interactions: int = DEFAULT_INTERACTIONS, progress=None, checkpoint=None) -> dict:
     from agent.graph import Agent
-    from store.config import StoreSettings
-    from store.database import Store
-    from store.embeddings import load_embedder
-    from store.ingest import ingest
 
+    from .bench_store import bench_store, ingest_corpus
     from .calibration import calibrate_pairs, sources_from_store, build_pairs
     from .judge import load_judge
     from .probe_sets import import_probes
@@ -134,21 +128,15 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
     metrics = selected_metrics(metrics, BENCH_METRICS)
     judge_models = [Path(p) for p in judge_models] if judge_models else default_judge_models()
     questions = pick_questions(questions_path, pairs + 1 + 3 * interactions)
-    home = Path(tempfile.mkdtemp(prefix="kaizen-bench-judge-"))
-    settings = dataclasses.replace(StoreSettings.from_env(), home=home, database_url=None)
-    store = Store(settings, ephemeral=True)
     result = {"benchmark": "judge", "corpus": str(corpus), "questions_file": str(questions_path),
-              "pairs_requested": pairs, "metrics": list(metrics), "load_average_start": _load(), "judges": []}
-    try:
-        embedder = load_embedder(threads=settings.embed_threads)
+              "pairs_requested": pairs, "metrics": list(metrics), "load_average_start": load_average(), "judges": []}
+    with bench_store(None, "kaizen-bench-judge-") as (store, embedder, home):
         folder = home / "subset"
         folder.mkdir()
         qfile = folder / "questions.jsonl"
         qfile.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in questions) + "\n", encoding="utf-8")
         started = time.perf_counter()
-        report = ingest(store, embedder, [str(subset_corpus(corpus, questions, folder))])
-        if report.errors:
-            raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+        report = ingest_corpus(store, embedder, subset_corpus(corpus, questions, folder))
         import_probes(store, qfile, probe_set="bench-judge")
         result["ingest"] = {"documents": report.added, "chunks": report.chunks,
                             "seconds": round(time.perf_counter() - started, 1)}
@@ -184,12 +172,12 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
         for path in judge_models:
             judge = load_judge(path)
             say(f"judge {judge.name}: {len(built)} pairs × {len(metrics)} metrics")
-            entry = {"judge_model": judge.name, "path": str(path), "load_average_before": _load(), "metrics": []}
+            entry = {"judge_model": judge.name, "path": str(path), "load_average_before": load_average(), "metrics": []}
             result["judges"].append(entry)
 
             def done(c, entry=entry):  # keep partial results: a slow judge can be stopped after any metric
                 say(f"  {c.metric}: AUC {c.auc} ({c.scored}/{c.items} scored, {c.seconds_per_item}s/item, "
-                    f"load {_load()})")
+                    f"load {load_average()})")
                 if c.judge_model != "none":
                     entry["metrics"].append(c.as_dict())
                     if checkpoint:
@@ -207,7 +195,7 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
             entry["interaction_eval"] = time_interactions(store, interaction_ids, judge, embedder,
                                                           INTERACTION_METRICS)
             entry["judge_calls"] = judge.stats.as_dict()
-            entry["load_average_after"] = _load()
+            entry["load_average_after"] = load_average()
             say(f"  {judge.name}: best AUC {entry['best_llm_auc']}, "
                 f"{entry['interaction_eval']['seconds_per_interaction']}s per interaction")
             if checkpoint:
@@ -217,10 +205,8 @@ def run(corpus: str, questions_path: str, *, pairs: int = DEFAULT_PAIRS, judge_m
             "best_auc_by_judge": {j["judge_model"]: j.get("best_llm_auc") for j in result["judges"]},
             "gold_id_exact": result["gold_id_metrics"]["exact"],
         }
-        result["load_average_end"] = _load()
+        result["load_average_end"] = load_average()
         return result
-    finally:
-        store.close()
 
 
 def main(args) -> int:

@@ -6,10 +6,8 @@ then skips unchanged documents, so ingestion figures are only meaningful on a fr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -64,20 +62,11 @@ def evaluate_modes(store, embedder, questions: list[dict], modes=("hybrid", "vec
 
 
 def run(corpus: str, questions_path: str, limit: int | None = None, home: str | None = None) -> dict:
-    from store.config import StoreSettings
-    from store.database import Store
-    from store.embeddings import load_embedder
-    from store.ingest import ingest
+    from .bench_store import bench_store, ingest_corpus
 
-    temporary = home is None
-    home_dir = Path(home or tempfile.mkdtemp(prefix="kaizen-bench-"))
-    settings = dataclasses.replace(StoreSettings.from_env(), home=home_dir, database_url=None)
-    store = Store(settings, ephemeral=temporary)  # a temporary server deletes its data when we exit
-    try:
-        embedder = load_embedder(threads=settings.embed_threads)
-        report = ingest(store, embedder, [corpus])
-        if report.errors:
-            raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+    with bench_store(home, "kaizen-bench-") as (store, embedder, _):
+        settings = store.settings
+        report = ingest_corpus(store, embedder, corpus)
         with store.session() as s:
             texts = s.execute(sa.text("SELECT search_text FROM active_chunks a JOIN chunks c USING (id)")).scalars().all()
         started = time.perf_counter()
@@ -108,8 +97,6 @@ def run(corpus: str, questions_path: str, limit: int | None = None, home: str | 
             },
             "modes": modes,
         }
-    finally:
-        store.close()
 
 
 def main(args) -> int:

@@ -221,7 +221,7 @@ def _defer_app(store):
 def _open_defer_app(store):
     import psycopg_pool
 
-    from agent.threads import libpq_url
+    from store.database import libpq_url
 
     conninfo = libpq_url(store.url)
     app = build_app(conninfo, application_name="kaizen-defer")

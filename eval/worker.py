@@ -127,7 +127,7 @@ def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Re
                name: str = "kaizen") -> None:
     """Process jobs until stopped (SIGINT/SIGTERM finish the running job first), or with `once` until the queue is
     empty. Raises WorkerStopped when the database stays unreachable longer than the reconnect budget."""
-    from agent.threads import libpq_url
+    from store.database import libpq_url
 
     settings = settings or WorkerSettings.from_env()
     resources = resources or Resources(store, settings=settings.queue)

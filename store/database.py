@@ -55,6 +55,12 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """The store's SQLAlchemy URL (`postgresql+psycopg://...`) as a plain libpq URL, for psql and for psycopg
+    pools opened beside SQLAlchemy (the LangGraph checkpointer, the job queue)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 

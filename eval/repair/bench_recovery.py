@@ -7,7 +7,6 @@ The recovered share is (recovered - degraded) / (baseline - degraded) of held-ou
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -61,7 +60,7 @@ def _result_rows(plan) -> list[dict]:
 def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None, *, heldout_share: float | None = None,
                  fragment_tokens: int = 24, noise_share: float = 0.2, llm=None, workdir: Path | None = None) -> dict:
     from eval.probe_sets import HELDOUT_SHARE, import_probes
-    from store.ingest import ingest
+    from eval.bench_store import ingest_corpus
 
     from .degrade import degrade
     from .guard import tolerance
@@ -70,9 +69,7 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
 
     timings = {}
     started = t = time.perf_counter()
-    report = ingest(store, embedder, [corpus])
-    if report.errors:
-        raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+    report = ingest_corpus(store, embedder, corpus)
     timings["ingest"] = round(time.perf_counter() - t, 2)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="kaizen-recovery-"))
     probe_file = _write_probe_file(questions, limit, workdir)
@@ -141,19 +138,10 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
 
 
 def run(corpus: str, questions: str, limit: int | None = None, home: str | None = None, **kwargs) -> dict:
-    from store.config import StoreSettings
-    from store.database import Store
-    from store.embeddings import load_embedder
+    from eval.bench_store import bench_store
 
-    temporary = home is None
-    home_dir = Path(home or tempfile.mkdtemp(prefix="kaizen-bench-"))
-    settings = dataclasses.replace(StoreSettings.from_env(), home=home_dir, database_url=None)
-    store = Store(settings, ephemeral=temporary)
-    try:
-        embedder = load_embedder(threads=settings.embed_threads)
+    with bench_store(home, "kaizen-bench-") as (store, embedder, home_dir):
         return run_on_store(store, embedder, corpus, questions, limit, workdir=home_dir, **kwargs)
-    finally:
-        store.close()
 
 
 def main(args) -> int:
