@@ -33,6 +33,13 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_run)
 
+    q = esub.add_parser("answer", help="let the agent answer probes and grade the answers with the trusted metrics")
+    q.add_argument("--split", choices=["train", "heldout", "all"], default="heldout")
+    q.add_argument("--limit", type=int, default=20, help="the first N probes (default 20)")
+    q.add_argument("--metrics", help="comma-separated LLM metrics (default: those the judge calibration trusts)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_answer)
+
     q = esub.add_parser("report", help="quality over time: a table here and a chart written to a file")
     q.add_argument("--json", action="store_true")
     q.add_argument("--chart", help="where to write the HTML chart (default $KAIZEN_HOME/reports/quality.html)")
@@ -126,6 +133,38 @@ def cmd_run(args) -> int:
               + (f"; {metrics}" if metrics else f"; {summary.get('note', '')}"), highlight=False)
     for alert in run["alerts"]:
         out.print(f"[red]quality drop[/red]: alert {alert} (see `kaizen eval report`)")
+    return 0
+
+
+def cmd_answer(args) -> int:
+    from eval.answer_probes import run_answer_probes
+    from eval.ragas_metrics import selected_metrics
+
+    from .cli_store import embedder, open_store
+    from .console import out, print_json, print_table
+    from .graph import Agent
+
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("kaizen: --limit must be 1 or more")
+    metrics = selected_metrics(args.metrics, ()) if args.metrics else None
+    store = open_store()
+    agent = Agent(store, embedder=embedder(), persist=False)
+    try:
+        run = run_answer_probes(store, agent, split=None if args.split == "all" else args.split, limit=args.limit,
+                                llm_metrics=metrics,
+                                progress=None if args.json else lambda n, total: out.print(
+                                    f"[dim]answered {n}/{total}[/dim]", highlight=False))
+    finally:
+        agent.close()
+    if args.json:
+        print_json(run)
+        return 0
+    summary = run["summary"]
+    print_table(["metric", "mean", "scored", "null"],
+                [[m, v["mean"], v["n"], v["null"]] for m, v in summary["metrics"].items()])
+    out.print(f"answer run {run['run_id']} on KB version {run['kb_version']}: {run['items']} probes, "
+              f"abstained on {summary['abstained_share']}; LLM metrics: {', '.join(run['llm_metrics']) or 'none trusted'}",
+              highlight=False)
     return 0
 
 

@@ -47,6 +47,10 @@ def register_bench(bsub) -> None:
     p.add_argument("--questions", required=True)
     p.add_argument("--limit", type=int, default=None, help="use only the first N answerable questions as probes")
     p.add_argument("--home", help="keep the benchmark database in this KAIZEN_HOME (default: temporary)")
+    p.add_argument("--answer-probes", type=int, default=20,
+                   help="held-out probes the agent answers at each phase for the RAGAS metrics (0: skip them)")
+    p.add_argument("--judge-metrics", default="answer_relevancy",
+                   help="comma-separated LLM metrics to calibrate the judge on and, where trusted, grade with")
     p.add_argument("--output", help="also write the JSON result to this file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("eval.repair.bench_recovery", fromlist=["main"]).main(a))

@@ -250,7 +250,10 @@ def evaluate_probe_answers(store, items: Sequence[ProbeAnswer], *, judge=None, e
     short = [len((probes[i.probe_id]["answers"] or [""])[0]) for i in items]
     for name in ("semantic_similarity", *names):
         for k, score in enumerate(lazy.score(name, ragas_rows) if ragas_rows else []):
-            if items[k].abstained and name not in ("context_recall",):
+            if items[k].abstained and name == "answer_relevancy":
+                # A probe has a reference answer, so abstaining is a miss; ragas scores a noncommittal answer 0.
+                score = Score(name, 0.0, None, {"abstained": True})
+            elif items[k].abstained and name not in ("context_recall",):
                 score = Score(name, None, "the agent abstained: no answer to grade")
             scores[k].append(score)
     if any(short):  # accepted short spans (JSQuAD): does the answer contain one?

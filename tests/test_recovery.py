@@ -33,7 +33,8 @@ def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_p
     # A small corpus has few look-alike passages, so it is damaged harder than the benchmark's 24 tokens / 20%.
     result = run_on_store(clean_store, embedder, str(corpus), str(questions), None, heldout_share=0.5,
                           fragment_tokens=12, noise_share=0.4,
-                          llm=lambda: pytest.fail("structural repairs need no model"), workdir=tmp_path)
+                          llm=lambda: pytest.fail("structural repairs need no model"), workdir=tmp_path,
+                          answer_probes=2, calibration_pairs=4)
     h = result["heldout"]
     assert result["clean_kb"]["status"] == "nothing_to_do" and result["clean_kb"]["actions_taken"] == 0
     assert h["degraded"]["recall@5"] < h["baseline"]["recall@5"] or h["degraded"]["mrr@10"] < h["baseline"]["mrr@10"]
@@ -43,6 +44,14 @@ def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_p
     if result["recovered_share_recall@5"] is not None:
         assert result["recovered_share_recall@5"] >= 0.9, result
     assert result["max_promoted_heldout_drop"] <= result["tolerance"]
+    ragas = result["ragas"]  # the agent answered held-out probes at each phase; graded by trusted metrics only
+    assert {c["metric"] for c in ragas["calibration"]} >= {"answer_relevancy", "semantic_similarity", "token_f1"}
+    trusted = {c["metric"] for c in ragas["calibration"] if c["trusted"]}
+    assert set(ragas["trusted_metrics"]) <= trusted | {"string_presence"}
+    for phase in ("baseline", "degraded", "recovered"):
+        assert ragas[phase]["answers"] == 2 and 0.0 <= ragas[phase]["abstained_share"] <= 1.0
+        assert set(ragas[phase]["metrics"]) >= set(ragas["trusted_metrics"]) - {"string_presence"}
+    assert set(ragas["recovered_share"]) == set(ragas["trusted_metrics"])
 
 
 def test_the_real_model_enriches_without_touching_the_shown_text(clean_store, embedder, tmp_path):

@@ -3,7 +3,13 @@ held-out quality, let the planner run on the clean KB (it must change nothing), 
 (tiny fragments, titles stripped, 20% of chunks replaced with noise), raise the quality alert the worker's drift
 detection would raise, let the planner run unattended, and measure again.
 
-The recovered share is (recovered - degraded) / (baseline - degraded) of held-out recall@5."""
+The recovered share is (recovered - degraded) / (baseline - degraded) of held-out recall@5.
+
+The RAGAS side: the judge (the default model, or KAIZEN_JUDGE_MODEL) is first calibrated on the probes for the
+metrics in `judge_metrics` (default answer_relevancy, the one cheap enough to grade every answer of every phase);
+then at each phase the agent answers the first `answer_probes` held-out probes and the answers are graded with
+the metrics the calibration trusts (LLM-judged ones, and ragas's non-LLM semantic_similarity / string_presence
+with the string metrics). Untrusted metrics are reported as such and never summarised as a recovery."""
 
 from __future__ import annotations
 
@@ -51,6 +57,29 @@ def recovered_share(base: float, degraded: float, recovered: float) -> float | N
     return round((recovered - degraded) / lost, 4) if lost > 1e-9 else None
 
 
+def _answer_phase(store, agent, answer_probes: int, llm_metrics: tuple[str, ...]) -> dict:
+    from eval.answer_probes import run_answer_probes
+
+    run = run_answer_probes(store, agent, split="heldout", limit=answer_probes, llm_metrics=llm_metrics)
+    summary = run["summary"]
+    return {"run_id": run["run_id"], "kb_version": run["kb_version"], "answers": summary["answers"],
+            "abstained_share": summary["abstained_share"], "seconds": summary["seconds"],
+            "metrics": {m: v["mean"] for m, v in summary["metrics"].items()},
+            "scored": {m: v["n"] for m, v in summary["metrics"].items()}}
+
+
+def _ragas_report(calibration: dict | None, trusted: list[str], phases: dict) -> dict:
+    report = {"judge_model": calibration["judge_model"] if calibration else None,
+              "calibration": [{k: m[k] for k in ("metric", "judge_model", "auc", "trusted")}
+                              for m in (calibration or {}).get("metrics", [])],
+              "trusted_metrics": trusted, **phases}
+    if all(p in phases for p in ("baseline", "degraded", "recovered")):
+        report["recovered_share"] = {m: recovered_share(*(phases[p]["metrics"].get(m) or 0.0
+                                                         for p in ("baseline", "degraded", "recovered")))
+                                     for m in trusted}
+    return report
+
+
 def _result_rows(plan) -> list[dict]:
     return [{"kind": r.action["kind"], "decision": r.decision, "reason": r.reason, "seconds": r.seconds,
              "candidate_version": r.candidate_version, "heldout_before": r.metrics_before,
@@ -58,7 +87,9 @@ def _result_rows(plan) -> list[dict]:
 
 
 def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None, *, heldout_share: float | None = None,
-                 fragment_tokens: int = 24, noise_share: float = 0.2, llm=None, workdir: Path | None = None) -> dict:
+                 fragment_tokens: int = 24, noise_share: float = 0.2, llm=None, workdir: Path | None = None,
+                 answer_probes: int = 20, judge_metrics: tuple[str, ...] = ("answer_relevancy",),
+                 calibration_pairs: int = 8) -> dict:
     from eval.probe_sets import HELDOUT_SHARE, import_probes
     from eval.bench_store import ingest_corpus
 
@@ -80,6 +111,23 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
 
     run_probes(store, embedder, split="train", baseline=True)  # the clean version's baseline for drift detection
 
+    answers: dict = {}
+    calibration, trusted_answer_metrics, agent = None, [], None
+    if answer_probes:
+        from agent.graph import Agent
+        from eval.answer_probes import trusted_llm_metrics as judge_trusts, trusted_non_llm_metrics
+        from eval.calibration import calibrate
+
+        t = time.perf_counter()
+        calibration = calibrate(store, embedder=embedder, pairs=calibration_pairs, metrics=judge_metrics)
+        timings["judge_calibration"] = round(time.perf_counter() - t, 2)
+        llm_trusted = judge_trusts(store, calibration["judge_model"])
+        trusted_answer_metrics = [*llm_trusted, *trusted_non_llm_metrics(store)]
+        agent = Agent(store, embedder=embedder, persist=False)  # the process's shared model, as the judge's
+        t = time.perf_counter()
+        answers["baseline"] = _answer_phase(store, agent, answer_probes, llm_trusted)
+        timings["answers_baseline"] = round(time.perf_counter() - t, 2)
+
     t = time.perf_counter()
     clean_plan = run_planner(store, embedder=embedder, llm=llm, actor="kaizen bench recovery")
     timings["planner_on_clean_kb"] = round(time.perf_counter() - t, 2)
@@ -89,12 +137,16 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
     damage = degrade(store, embedder, fragment_tokens=fragment_tokens, noise_share=noise_share)
     timings["degrade"] = round(time.perf_counter() - t, 2)
     degraded = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+    if agent is not None:
+        answers["degraded"] = _answer_phase(store, agent, answer_probes, llm_trusted)
     alert_id = probe_run_alert(store, embedder)  # the worker's drift detection, not a hand-made alert
 
     t = time.perf_counter()
     plan = run_planner(store, alert_id=alert_id, embedder=embedder, llm=llm, actor="kaizen bench recovery")
     timings["repair"] = round(time.perf_counter() - t, 2)
     recovered = {"heldout": _metrics(store, embedder, "heldout"), "train": _metrics(store, embedder, "train")}
+    if agent is not None:
+        answers["recovered"] = _answer_phase(store, agent, answer_probes, llm_trusted)
     timings["total"] = round(time.perf_counter() - started, 2)
 
     promoted_drops = [max((r.metrics_before[m] - r.metrics_after[m]) for m in GOLD_METRICS)
@@ -122,6 +174,8 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
         "recovered_share_mrr@10": recovered_share(baseline["heldout"]["mrr@10"], degraded["heldout"]["mrr@10"],
                                                   recovered["heldout"]["mrr@10"]),
         "trusted_llm_metrics": trusted or "none trusted by the judge calibration: not reported, not used",
+        "ragas": _ragas_report(calibration, trusted_answer_metrics, answers) if answer_probes else
+        "not measured (answer_probes=0)",
         "clean_kb": {"status": clean_plan.status, "message": clean_plan.message,
                      "actions_taken": len(clean_plan.results), "heldout_before": baseline["heldout"],
                      "heldout_after": after_clean, "findings": [f["summary"] for f in clean_plan.findings]},
@@ -147,7 +201,13 @@ def run(corpus: str, questions: str, limit: int | None = None, home: str | None 
 def main(args) -> int:
     from agent.console import out, print_json, print_table
 
-    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None))
+    from eval.ragas_metrics import selected_metrics
+
+    if args.answer_probes < 0:
+        raise SystemExit("--answer-probes must be 0 or more")
+    metrics = selected_metrics(args.judge_metrics, ("answer_relevancy",))
+    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None),
+                 answer_probes=args.answer_probes, judge_metrics=metrics)
     if args.output:
         Path(args.output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if args.json:
@@ -156,6 +216,12 @@ def main(args) -> int:
     h = result["heldout"]
     print_table(["held-out", *GOLD_METRICS], [[phase, *[h[phase][m] for m in GOLD_METRICS]]
                                               for phase in ("baseline", "degraded", "recovered")])
+    ragas = result["ragas"]
+    if isinstance(ragas, dict) and ragas.get("trusted_metrics"):
+        phases = [p for p in ("baseline", "degraded", "recovered") if p in ragas]
+        print_table(["held-out answers", *ragas["trusted_metrics"], "abstained"],
+                    [[p, *[ragas[p]["metrics"].get(m) for m in ragas["trusted_metrics"]], ragas[p]["abstained_share"]]
+                     for p in phases])
     out.print(f"recovered {result['recovered_share_recall@5']} of the recall@5 lost; "
               f"{result['repair']['actions_taken']} action(s) taken, {result['repair']['actions_kept']} kept; "
               f"clean KB: {result['clean_kb']['message']}; {result['seconds']['total']}s "
