@@ -126,6 +126,7 @@ class Store:
     def migrate(self) -> None:
         from alembic import command
         from alembic.config import Config
+        from alembic.util.exc import CommandError
 
         import migrations
 
@@ -136,7 +137,16 @@ class Store:
             # Concurrent starters (REPL + worker) serialise on an advisory lock instead of racing DDL.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7234001)"))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            try:
+                command.upgrade(cfg, "head")
+            except CommandError as exc:
+                if "Can't locate revision" not in str(exc):
+                    raise
+                current = conn.execute(sa.text("SELECT string_agg(version_num, ', ') FROM alembic_version")).scalar()
+                raise StoreUnavailable(
+                    f"the database at {describe_url(self.url)} has schema revision {current}, which this Kaizen "
+                    "does not know: a newer Kaizen migrated it. Upgrade Kaizen, or point KAIZEN_HOME or "
+                    "KAIZEN_DATABASE_URL at another database") from exc
 
     # -- sessions ------------------------------------------------------------------------------------------
     @contextmanager

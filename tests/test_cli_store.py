@@ -66,6 +66,20 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_database_from_a_newer_kaizen_is_a_clear_error(store):
+    with store.session() as s:
+        head = s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        s.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    try:
+        result = run_cli("status")
+    finally:
+        with store.session() as s:
+            s.execute(sa.text("UPDATE alembic_version SET version_num = :h"), {"h": head})
+    assert result.returncode == 2, result.stderr
+    assert "schema revision 9999" in result.stderr and "newer Kaizen" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_killed_ingest_leaves_previous_state_intact(clean_store, tmp_path):
     """SIGKILL in the middle of an ingest: every document is either wholly old or wholly new."""
     corpus = tmp_path / "corpus.jsonl"
