@@ -145,6 +145,7 @@ def status_data(store) -> dict:
 
     from store.database import describe_url
     from store.kb_versions import active_version
+    from store.lexical import CURRENT_SCHEME
 
     with store.session() as s:
         version = active_version(s)
@@ -169,6 +170,9 @@ def status_data(store) -> dict:
             "id": version.id, "reason": version.reason, "embedding_model": version.embedding_model,
             "embedding_dim": version.embedding_dim, "text_search_config": version.text_search_config,
             "chunk_tokens": version.chunk_tokens, "chunk_overlap": version.chunk_overlap,
+            "lexical_scheme": version.lexical_scheme,
+            # A version indexed with an older scheme still searches correctly; `kaizen reindex` upgrades it.
+            "lexical_scheme_current": version.lexical_scheme == CURRENT_SCHEME,
         },
         "models": {"embedding": f"{__import__('store.embeddings', fromlist=['MODEL_NAME']).MODEL_NAME} "
                                 f"({os.environ.get('KAIZEN_EMBEDDER', 'numpy')} runtime)"},
@@ -188,7 +192,9 @@ def cmd_status(args) -> int:
     v = data["active_kb_version"]
     out.print("active KB version: " + ("none (run `kaizen ingest PATH`)" if v is None else
               f"{v['id']} ({v['reason']}); embeddings {v['embedding_model']} ({v['embedding_dim']} dims), "
-              f"{v['chunk_tokens']}-token chunks"), highlight=False)
+              f"{v['chunk_tokens']}-token chunks, lexical scheme {v['lexical_scheme']}"
+              + ("" if v["lexical_scheme_current"] else " (older than this Kaizen's; `kaizen reindex` upgrades it)")),
+              highlight=False)
     out.print(f"models: embedding {data['models']['embedding']}", highlight=False)
     return 0
 

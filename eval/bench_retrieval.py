@@ -62,6 +62,9 @@ def evaluate_modes(store, embedder, questions: list[dict], modes=("hybrid", "vec
 
 
 def run(corpus: str, questions_path: str, limit: int | None = None, home: str | None = None) -> dict:
+    from store.lexical import CURRENT_SCHEME
+    from store.search import BM25_B, BM25_K1, CJK_BM25_B, CJK_BM25_K1
+
     from .bench_store import bench_store, ingest_corpus
 
     with bench_store(home, "kaizen-bench-") as (store, embedder, _):
@@ -87,7 +90,8 @@ def run(corpus: str, questions_path: str, limit: int | None = None, home: str | 
             "settings": {"fusion": settings.fusion, "vector_alpha": settings.vector_alpha,
                          "cjk_vector_alpha": settings.cjk_vector_alpha, "rrf_k": settings.rrf_k, "vector_weight": settings.vector_weight,
                          "text_weight": settings.text_weight, "cjk_text_weight": settings.cjk_text_weight,
-                         "candidates": settings.candidates,
+                         "candidates": settings.candidates, "lexical_scheme": CURRENT_SCHEME,
+                         "bm25": {"k1": BM25_K1, "b": BM25_B, "cjk_k1": CJK_BM25_K1, "cjk_b": CJK_BM25_B},
                          "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap},
             "ingest": {
                 "seconds": round(report.seconds, 2),

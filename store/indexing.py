@@ -84,7 +84,7 @@ _INSERT = sa.text(
 
 
 def write_chunks(session: Session, *, document_id: int, kb_version: int, text_search_config: str,
-                 chunks: list[PreparedChunk]) -> None:
+                 lexical_scheme: str, chunks: list[PreparedChunk]) -> None:
     if not chunks:
         return
     session.execute(
@@ -98,7 +98,7 @@ def write_chunks(session: Session, *, document_id: int, kb_version: int, text_se
                 "search_text": c.search_text,
                 "embedding": vector_literal(c.embedding),
                 "config": text_search_config,
-                "lexical": lexical_text(c.search_text),
+                "lexical": lexical_text(c.search_text, lexical_scheme),
                 "token_count": c.token_count,
             }
             for c in chunks

@@ -98,7 +98,7 @@ def _write_document(store: Store, version: KBVersion, doc: SourceDocument, diges
             sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"), {"id": doc_id, "v": version.id}
         ).rowcount
         write_chunks(s, document_id=doc_id, kb_version=version.id, text_search_config=version.text_search_config,
-                     chunks=chunks)
+                     lexical_scheme=version.lexical_scheme, chunks=chunks)
         record_change(
             s,
             kind="document_updated" if previous else "document_added",

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .config import StoreSettings
+from .lexical import BIGRAMS, CURRENT_SCHEME
 
 
 class EmbeddingModelMismatch(RuntimeError):
@@ -34,9 +35,11 @@ class KBVersion:
     text_search_config: str
     chunk_tokens: int
     chunk_overlap: int
+    lexical_scheme: str = BIGRAMS
 
 
-_COLUMNS = "id, status, reason, parent_id, embedding_model, embedding_dim, text_search_config::text, chunk_tokens, chunk_overlap"
+_COLUMNS = ("id, status, reason, parent_id, embedding_model, embedding_dim, text_search_config::text, chunk_tokens, "
+            "chunk_overlap, lexical_scheme")
 
 
 def get_version(session: Session, version_id: int) -> KBVersion:
@@ -89,12 +92,15 @@ def create_version(
     settings: StoreSettings,
     parent_id: int | None = None,
     with_index: bool = True,
+    lexical_scheme: str = CURRENT_SCHEME,
 ) -> KBVersion:
+    """A new version; its tsvectors are to be made with `lexical_scheme` (a candidate derived from a version
+    and sharing its chunks passes that version's scheme)."""
     version_id = session.execute(
         sa.text(
             "INSERT INTO kb_versions (parent_id, reason, status, embedding_model, embedding_dim, "
-            "text_search_config, chunk_tokens, chunk_overlap, activated_at) "
-            "VALUES (:parent, :reason, :status, :model, :dim, CAST(:cfg AS regconfig), :tokens, :overlap, "
+            "text_search_config, chunk_tokens, chunk_overlap, lexical_scheme, activated_at) "
+            "VALUES (:parent, :reason, :status, :model, :dim, CAST(:cfg AS regconfig), :tokens, :overlap, :scheme, "
             "CASE WHEN :status = 'active' THEN now() END) RETURNING id"
         ),
         {
@@ -106,6 +112,7 @@ def create_version(
             "cfg": settings.text_search_config,
             "tokens": settings.chunk_tokens,
             "overlap": settings.chunk_overlap,
+            "scheme": lexical_scheme,
         },
     ).scalar_one()
     if with_index:

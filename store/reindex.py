@@ -83,7 +83,8 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
             with store.session() as s:
                 for doc_id, chunks in rows:
                     write_chunks(s, document_id=doc_id, kb_version=new.id,
-                                 text_search_config=new.text_search_config, chunks=chunks)
+                                 text_search_config=new.text_search_config,
+                                 lexical_scheme=new.lexical_scheme, chunks=chunks)
                     total_chunks += len(chunks)
 
         for doc_id, chunks in prepare(((row.id, _Doc(row.title, row.body)) for row in docs), chunker, embedder):

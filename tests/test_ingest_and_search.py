@@ -184,3 +184,42 @@ def test_bad_fusion_settings_are_named(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         StoreSettings.from_env()
+
+
+def _reindex_tsvectors_with(store, scheme: str) -> None:
+    """Make the active version look like one indexed with `scheme` (as a KB built by an older Kaizen is)."""
+    from store.lexical import lexical_text
+
+    with store.session() as s:
+        rows = s.execute(sa.text("SELECT id, search_text FROM active_chunks a JOIN chunks c USING (id)")).all()
+        for chunk_id, search_text in rows:
+            s.execute(sa.text("UPDATE chunks c SET tsv = t.tsv, lexical_length = coalesce((SELECT sum(cardinality("
+                              "u.positions)) FROM unnest(t.tsv) u), 0) FROM (SELECT to_tsvector('english', :lex) AS tsv) t "
+                              "WHERE c.id = :id"), {"id": chunk_id, "lex": lexical_text(search_text, scheme)})
+        s.execute(sa.text("UPDATE kb_versions SET lexical_scheme = :scheme WHERE status = 'active'"), {"scheme": scheme})
+
+
+def test_japanese_words_rank_a_whole_word_above_a_substring(clean_store, embedder, corpus):
+    # 東京都 (Tokyo Metropolis) contains the bigram 京都 (Kyoto) three times; only the word terms know that the
+    # Kyoto passage is the one about 京都 and its temples.
+    (corpus / "tokyo.txt").write_text("東京都の人口は東京都が調べた。東京都庁は新宿にある。", encoding="utf-8")
+    (corpus / "kyoto.txt").write_text("京都には古い寺が多い。", encoding="utf-8")
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        scheme = s.execute(sa.text("SELECT lexical_scheme FROM kb_versions WHERE status = 'active'")).scalar_one()
+        words = search(s, embedder, "京都の寺", k=2, mode="text")
+    assert scheme == "cjk-bigram-words"
+    assert words[0].title == "kyoto"
+
+    # A KB indexed with bigrams alone (before this scheme) keeps working: its queries are prepared with its own
+    # scheme, where the substring wins; `kaizen reindex` upgrades it to the current scheme.
+    _reindex_tsvectors_with(clean_store, "cjk-bigram")
+    with clean_store.session() as s:
+        bigrams = search(s, embedder, "京都の寺", k=2, mode="text")
+        tsuyu = search(s, embedder, "日本で梅雨がないのは北海道とどこか", k=1, mode="text")
+    assert bigrams[0].title == "tokyo" and tsuyu[0].title == "tsuyu"
+    reindex(clean_store, embedder, reason="lexical scheme upgrade")
+    with clean_store.session() as s:
+        scheme = s.execute(sa.text("SELECT lexical_scheme FROM kb_versions WHERE status = 'active'")).scalar_one()
+        again = search(s, embedder, "京都の寺", k=2, mode="text")
+    assert scheme == "cjk-bigram-words" and again[0].title == "kyoto"

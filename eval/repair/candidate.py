@@ -50,7 +50,7 @@ class CandidateBuilder:
         with store.session() as s:
             self.version = create_version(s, reason=reason, status="building", embedding_model=embedder.name,
                                           embedding_dim=embedder.dim, settings=settings, parent_id=base.id,
-                                          with_index=False)
+                                          with_index=False, lexical_scheme=base.lexical_scheme)
         self.chunker = Chunker(embedder.count_tokens, self.version.chunk_tokens, self.version.chunk_overlap)
         self.written_documents: set[int] = set()
         self.embedded_chunks = 0
@@ -77,7 +77,8 @@ class CandidateBuilder:
             with self.store.session() as s:
                 for doc_id, chunks in batch:
                     write_chunks(s, document_id=doc_id, kb_version=self.id,
-                                 text_search_config=self.version.text_search_config, chunks=chunks)
+                                 text_search_config=self.version.text_search_config,
+                                 lexical_scheme=self.version.lexical_scheme, chunks=chunks)
                     written += len(chunks)
             batch.clear()
 
@@ -97,7 +98,8 @@ class CandidateBuilder:
         """Write ready chunks of one document (their embeddings already computed)."""
         with self.store.session() as s:
             write_chunks(s, document_id=document_id, kb_version=self.id,
-                         text_search_config=self.version.text_search_config, chunks=chunks)
+                         text_search_config=self.version.text_search_config,
+                         lexical_scheme=self.version.lexical_scheme, chunks=chunks)
         self.written_documents.add(document_id)
 
     def finish(self) -> KBVersion:
@@ -164,7 +166,7 @@ def update_indexed_text(builder: CandidateBuilder, changes: list[IndexedTextChan
             s.execute(_UPDATE_INDEXED, {
                 "search_text": change.search_text, "embedding": vector_literal(vector), "origin": change.origin,
                 "derived_from": change.derived_from, "config": builder.version.text_search_config,
-                "lexical": lexical_text(change.search_text), "v": builder.id, "document_id": change.document_id,
+                "lexical": lexical_text(change.search_text, builder.version.lexical_scheme), "v": builder.id, "document_id": change.document_id,
                 "ordinal": change.ordinal,
             })
     builder.embedded_chunks += len(changes)
