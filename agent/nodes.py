@@ -24,7 +24,7 @@ from .nodes_checks import (
     parse_vector,
     redact_injections,
 )
-from .state import AgentState, Context, grade_min_yes
+from .state import AgentState, Context, grade_reading
 
 COPY_LEXICAL = 0.8  # answers whose words are this much from the passages skip the model's self-check
 CHECK_RESERVE = 64  # tokens kept free after the answer for the self-check question and its JSON reply
@@ -196,25 +196,35 @@ def grade_documents(state: AgentState, runtime: Runtime[Context]) -> dict:
 def _llm_context_grade(state: AgentState, ctx: Context, grades: list[dict]) -> dict:
     """Does the context the answer will get contain the answer? The question is asked on the answer prompt
     itself (same prefix, same numbered context, only the last sentence differs), so llama.cpp evaluates the
-    context once for this grade and the answer. No reply is generated: the model's next-token distribution gives
-    P(yes) / (P(yes) + P(no)), and the context "answers" when that reaches the threshold (a setting with a
-    per-model default). A model that leans "yes" on every topical context still ranks the ones that answer
-    higher, which a greedy yes/no cannot show."""
+    context once for this grade and the answer.
+
+    Per model (state.grade_reading): either no reply is generated and the next-token distribution gives
+    P(yes) / (P(yes) + P(no)), the context "answering" when that reaches the threshold (a model that leans "yes"
+    on every topical context can still rank the ones that answer higher, which its greedy reply cannot show);
+    or the reply is a constrained "yes"/"no" (three tokens)."""
     passages, _, _, _ = build_passages(state, ctx, strict=False)
     if not passages:
         return {}
     kept = [prompts.Passage(p["number"], p["chunk_id"], p["title"], p["text"], p["trimmed"]) for p in passages]
-    threshold, source = grade_min_yes(ctx.settings, getattr(ctx.llm, "name", ""))
-    result = ctx.llm.yes_probability(prompts.grade_messages(state["prompt_question"], kept), kind="grade")
-    answers = (result.p_yes >= threshold) if result.ok else None
+    messages = prompts.grade_messages(state["prompt_question"], kept)
+    reading, threshold, source = grade_reading(ctx.settings, getattr(ctx.llm, "name", ""))
+    detail: dict[str, Any] = {"reading": reading, "threshold": threshold, "threshold_source": source,
+                              "passages": len(passages)}
+    if reading == "probability":
+        scored = ctx.llm.yes_probability(messages, kind="grade")
+        answers = (scored.p_yes >= threshold) if scored.ok else None
+        score = None if scored.p_yes is None else round(scored.p_yes, 4)
+        detail.update(p_yes=score, mass=None if scored.mass is None else round(scored.mass, 4))
+        usage, error = scored.usage, scored.error
+    else:
+        result = ctx.llm.json_chat(messages, prompts.YES_NO_SCHEMA, validate=prompts.validate_check, max_tokens=8,
+                                   kind="grade")
+        answers, score = (result.value if result.ok else None), None
+        detail.update(raw=result.raw[:200])
+        usage, error = result.usage, None if result.ok else result.error
     verdict = {True: "answers", False: "does not answer", None: "unparsed"}[answers]
-    grade = _grade("llm_context_grade", verdict, score=None if result.p_yes is None else round(result.p_yes, 4),
-                   detail={"p_yes": None if result.p_yes is None else round(result.p_yes, 4),
-                           "threshold": threshold, "threshold_source": source,
-                           "mass": None if result.mass is None else round(result.mass, 4), "passages": len(passages)},
-                   parse_error=result.error)
-    return {"context_answers": answers, "usage": add_usage(state.get("usage"), result.usage),
-            "grades": [*grades, grade]}
+    grade = _grade("llm_context_grade", verdict, score=score, detail=detail, parse_error=error)
+    return {"context_answers": answers, "usage": add_usage(state.get("usage"), usage), "grades": [*grades, grade]}
 
 
 def route_after_grading(state: AgentState) -> str:

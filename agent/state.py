@@ -123,25 +123,31 @@ class AgentSettings:
         return 4 + 3 * (self.max_rewrites + 1) + 2 * (self.max_regenerations + 1) + 4
 
 
-# The grade's threshold on P(yes) per chat model: a lower-case piece of the GGUF file name, and the value chosen on
-# ClapNQ dev questions (tuned on one part, confirmed on another: README, "Answering"). A model not listed gets 0.5,
-# i.e. the more likely of yes and no, which is what a greedy yes/no reply would say.
-GRADE_MIN_YES_BY_MODEL: tuple[tuple[str, float], ...] = (
-    ("qwen2.5-coder-1.5b", 0.7),  # leans "yes" (0.43-0.92 here), but ranks answering contexts higher (AUC 0.92)
-    ("smollm2-135m", 0.15),  # leans "no" (0.10-0.30); no ranking (AUC 0.51): 0.15 keeps its former balance
+# How the grade decides, per chat model (a lower-case piece of the GGUF file name): "probability" reads P(yes) /
+# (P(yes) + P(no)) for the reply's first word and needs the threshold, chosen on ClapNQ dev questions 0-29 and
+# confirmed on 30-49 (README, "How answering works"); "reply" is the greedy JSON-constrained "yes"/"no" reply.
+# A model not listed keeps the reply: a probability threshold is only worth having where it was measured to rank.
+GRADE_READING_BY_MODEL: tuple[tuple[str, str, float | None], ...] = (
+    # leans "yes" (P 0.43-0.92 on dev contexts) but ranks the contexts that answer higher (AUC 0.92)
+    ("qwen2.5-coder-1.5b", "probability", 0.7),
+    # its P(yes) does not rank (AUC 0.51) and as a first word it says "No" even to an obvious answer
+    ("smollm2-135m", "reply", None),
 )
-GRADE_MIN_YES_FALLBACK = 0.5
+GRADE_READING_FALLBACK: tuple[str, float | None] = ("reply", None)
 
 
-def grade_min_yes(settings: AgentSettings, model_name: str) -> tuple[float, str]:
-    """The grade's threshold and where it came from (recorded with every grade)."""
-    if settings.grade_min_yes is not None:
-        return settings.grade_min_yes, "KAIZEN_GRADE_MIN_YES"
+def grade_reading(settings: AgentSettings, model_name: str) -> tuple[str, float | None, str]:
+    """How the grade decides ("probability" or "reply"), the threshold on P(yes), and where they came from (all
+    recorded with the grade). KAIZEN_GRADE_MIN_YES sets the threshold and so asks for the probability."""
     name = model_name.lower()
-    for piece, value in GRADE_MIN_YES_BY_MODEL:
+    reading, threshold, source = *GRADE_READING_FALLBACK, "default"
+    for piece, how, value in GRADE_READING_BY_MODEL:
         if piece in name:
-            return value, f"default for {piece}"
-    return GRADE_MIN_YES_FALLBACK, "default"
+            reading, threshold, source = how, value, f"default for {piece}"
+            break
+    if settings.grade_min_yes is not None:
+        reading, threshold, source = "probability", settings.grade_min_yes, "KAIZEN_GRADE_MIN_YES"
+    return reading, threshold, source
 
 
 def _optional_probability(name: str) -> float | None:

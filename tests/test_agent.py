@@ -181,15 +181,17 @@ def test_context_grade_abstains_below_the_yes_probability_threshold(kb, embedder
     assert rows and all(tuple(r) == (verdict, p_yes, str(threshold), "KAIZEN_GRADE_MIN_YES") for r in rows), rows
 
 
-def test_grade_threshold_defaults_per_model_and_setting_overrides(monkeypatch):
-    from agent.state import GRADE_MIN_YES_FALLBACK, AgentSettings, grade_min_yes
+def test_grade_reading_defaults_per_model_and_setting_overrides(monkeypatch):
+    from agent.state import GRADE_READING_FALLBACK, AgentSettings, grade_reading
     from store.config import ConfigError
 
-    assert grade_min_yes(AgentSettings(), "SmolLM2-135M-Instruct.Q4_1.gguf") == (GRADE_MIN_YES_FALLBACK, "default")
-    value, source = grade_min_yes(AgentSettings(), "Qwen2.5-Coder-1.5B-Instruct.gguf")
-    assert 0.0 < value < 1.0 and source == "default for qwen2.5-coder-1.5b"
+    assert grade_reading(AgentSettings(), "some-other-model.gguf") == (*GRADE_READING_FALLBACK, "default")
+    reading, value, source = grade_reading(AgentSettings(), "Qwen2.5-Coder-1.5B-Instruct.gguf")
+    assert reading == "probability" and 0.5 < value < 1.0 and source == "default for qwen2.5-coder-1.5b"
+    assert grade_reading(AgentSettings(), "SmolLM2-135M-Instruct.Q4_1.gguf")[:2] == ("reply", None)
     monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "0.9")
-    assert grade_min_yes(AgentSettings.from_env(), "Qwen2.5-Coder-1.5B-Instruct.gguf") == (0.9, "KAIZEN_GRADE_MIN_YES")
+    assert grade_reading(AgentSettings.from_env(), "SmolLM2-135M-Instruct.Q4_1.gguf") == \
+        ("probability", 0.9, "KAIZEN_GRADE_MIN_YES")
     monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "1.5")
     with pytest.raises(ConfigError, match="KAIZEN_GRADE_MIN_YES"):
         AgentSettings.from_env()
