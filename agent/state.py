@@ -128,7 +128,7 @@ class AgentSettings:
 # confirmed on 30-49 (README, "How answering works"); "reply" is the greedy JSON-constrained "yes"/"no" reply.
 # A model not listed keeps the reply: a probability threshold is only worth having where it was measured to rank.
 GRADE_READING_BY_MODEL: tuple[tuple[str, str, float | None], ...] = (
-    # leans "yes" (P 0.43-0.92 on dev contexts) but ranks the contexts that answer higher (AUC 0.92)
+    # leans "yes" (P 0.43-0.92 on dev contexts) but ranks the contexts that answer higher (AUC 0.89)
     ("qwen2.5-coder-1.5b", "probability", 0.7),
     # its P(yes) does not rank (AUC 0.51) and as a first word it says "No" even to an obvious answer
     ("smollm2-135m", "reply", None),
