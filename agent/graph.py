@@ -80,6 +80,8 @@ class TurnResult:
     rewrites: int = 0
     regenerations: int = 0
     model: str = ""
+    gap_reason: str | None = None  # why it abstained (the knowledge gap's reason), when it did
+    grades: list[dict] = field(default_factory=list)  # every grader's verdict this turn, as recorded
 
     @classmethod
     def from_state(cls, thread_id: str, state: dict, model: str) -> "TurnResult":
@@ -104,6 +106,8 @@ class TurnResult:
             rewrites=int(state.get("rewrites", 0)),
             regenerations=int(state.get("regenerations", 0)),
             model=model,
+            gap_reason=state.get("gap_reason"),
+            grades=list(state.get("grades") or []),
         )
 
     def as_json(self) -> dict:

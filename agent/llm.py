@@ -9,6 +9,8 @@
   llama.cpp's KV-cache prefix reuse), generated tokens and time to first token. A `threading.Event` stops it.
 - `json_chat` constrains the reply with a JSON schema (llama.cpp grammar), validates it, and returns a typed
   result, or a recorded failure: it never raises for a malformed reply.
+- `yes_probability` reads the model's next-token distribution where a yes/no reply would start and returns
+  P(yes) / (P(yes) + P(no)): one forward pass, no sampling, and a score a threshold can act on.
 - The model is used behind a lock: a process has one KV cache, and llama.cpp is not re-entrant.
 """
 
@@ -80,6 +82,19 @@ class Usage:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class YesNoResult:
+    """A yes/no read from the next-token distribution: `p_yes` = P(yes) / (P(yes) + P(no)) for the reply's first
+    word; `mass` is how much of the whole distribution yes and no hold (a low mass means the model wanted to say
+    something else). `error` (and ok=False) when llama.cpp refused the prompt."""
+
+    ok: bool
+    p_yes: float | None = None
+    mass: float | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass
@@ -314,6 +329,51 @@ class LLM:
             return JSONResult(ok=False, raw=raw, error=f"llama.cpp: {exc}", usage=usage)
         return parse_json_reply(raw, validate, usage)
 
+    def yes_probability(self, messages: list[dict], *, kind: str = "yes_no") -> YesNoResult:
+        """P(yes) / (P(yes) + P(no)) for the first word of the reply to `messages` (each summed over yes/Yes/YES
+        and no/No/NO), from one forward pass over the prompt: no token is sampled, so the reply is constrained
+        to the two answers by construction.
+
+        The prompt goes through the same KV cache as every other call: only the part after the longest cached
+        prefix is evaluated, and what is evaluated stays cached for the next call (the answer reuses it)."""
+        import numpy as np
+
+        usage = Usage(kind=kind)
+        try:
+            with self.lock:
+                tokens = self.prompt_tokens(messages)
+                self.check_fits(len(tokens), 1)
+                keep = self.cached_prefix(tokens)
+                usage.prompt_tokens = len(tokens)
+                usage.prompt_processed = len(tokens) - keep
+                started = time.perf_counter()
+                try:
+                    model = self.model
+                    model.n_tokens = keep
+                    model.eval(tokens[keep:])
+                    logits = np.ctypeslib.as_array(model._ctx.get_logits_ith(-1), shape=(model.n_vocab(),))
+                    logits = logits.astype(np.float64)
+                finally:
+                    usage.total_ms = (time.perf_counter() - started) * 1000
+                    usage.ttft_ms = usage.total_ms
+                    usage.finish_reason = "scored"
+                    self.record(usage)
+        except ContextOverflow as exc:
+            return YesNoResult(ok=False, error=str(exc), usage=usage)
+        except (ValueError, RuntimeError) as exc:  # llama.cpp refusing the prompt is a failed grade, not a crash
+            return YesNoResult(ok=False, error=f"llama.cpp: {exc}", usage=usage)
+        probs = np.exp(logits - logits.max())
+        total = float(probs.sum())
+        p_yes = float(sum(probs[t] for t in self._word_tokens("yes")))
+        p_no = float(sum(probs[t] for t in self._word_tokens("no")))
+        if not np.isfinite(total) or not p_yes + p_no > 0.0:
+            return YesNoResult(ok=False, error="no probability on yes or no", usage=usage)
+        return YesNoResult(ok=True, p_yes=p_yes / (p_yes + p_no), mass=(p_yes + p_no) / total, usage=usage)
+
+    def _word_tokens(self, word: str) -> set[int]:
+        """The first tokens of the word's spellings (word, Word, WORD) in this model's vocabulary."""
+        return {self.tokenize(w)[0] for w in (word, word.capitalize(), word.upper())}
+
 
 def parse_json_reply(raw: str, validate: Callable[[Any], Any] | None, usage: Usage | None = None) -> JSONResult:
     """Parse and validate a constrained reply. A malformed one becomes a failed result with the reason."""
@@ -349,5 +409,5 @@ def get_llm(settings: LLMSettings | None = None) -> LLM:
         return llm
 
 
-__all__ = ["LLM", "LLMError", "LLMSettings", "ContextOverflow", "ModelFileError", "JSONResult", "Usage",
+__all__ = ["LLM", "LLMError", "LLMSettings", "ContextOverflow", "ModelFileError", "JSONResult", "YesNoResult", "Usage",
            "ChatStream", "get_llm", "parse_json_reply"]

@@ -24,7 +24,7 @@ from .nodes_checks import (
     parse_vector,
     redact_injections,
 )
-from .state import AgentState, Context
+from .state import AgentState, Context, grade_reading
 
 COPY_LEXICAL = 0.8  # answers whose words are this much from the passages skip the model's self-check
 CHECK_RESERVE = 64  # tokens kept free after the answer for the self-check question and its JSON reply
@@ -196,18 +196,35 @@ def grade_documents(state: AgentState, runtime: Runtime[Context]) -> dict:
 def _llm_context_grade(state: AgentState, ctx: Context, grades: list[dict]) -> dict:
     """Does the context the answer will get contain the answer? The question is asked on the answer prompt
     itself (same prefix, same numbered context, only the last sentence differs), so llama.cpp evaluates the
-    context once for this grade and the answer; the reply is a constrained "yes"/"no" (three tokens)."""
+    context once for this grade and the answer.
+
+    Per model (state.grade_reading): either no reply is generated and the next-token distribution gives
+    P(yes) / (P(yes) + P(no)), the context "answering" when that reaches the threshold (a model that leans "yes"
+    on every topical context can still rank the ones that answer higher, which its greedy reply cannot show);
+    or the reply is a constrained "yes"/"no" (three tokens)."""
     passages, _, _, _ = build_passages(state, ctx, strict=False)
     if not passages:
         return {}
     kept = [prompts.Passage(p["number"], p["chunk_id"], p["title"], p["text"], p["trimmed"]) for p in passages]
-    result = ctx.llm.json_chat(prompts.grade_messages(state["prompt_question"], kept), prompts.YES_NO_SCHEMA,
-                               validate=prompts.validate_check, max_tokens=8, kind="grade")
-    verdict = {True: "answers", False: "does not answer", None: "unparsed"}[result.value if result.ok else None]
-    grade = _grade("llm_context_grade", verdict, detail={"raw": result.raw[:200], "passages": len(passages)},
-                   parse_error=None if result.ok else result.error)
-    return {"context_answers": result.value if result.ok else None, "usage": add_usage(state.get("usage"), result.usage),
-            "grades": [*grades, grade]}
+    messages = prompts.grade_messages(state["prompt_question"], kept)
+    reading, threshold, source = grade_reading(ctx.settings, getattr(ctx.llm, "name", ""))
+    detail: dict[str, Any] = {"reading": reading, "threshold": threshold, "threshold_source": source,
+                              "passages": len(passages)}
+    if reading == "probability":
+        scored = ctx.llm.yes_probability(messages, kind="grade")
+        answers = (scored.p_yes >= threshold) if scored.ok else None
+        score = None if scored.p_yes is None else round(scored.p_yes, 4)
+        detail.update(p_yes=score, mass=None if scored.mass is None else round(scored.mass, 4))
+        usage, error = scored.usage, scored.error
+    else:
+        result = ctx.llm.json_chat(messages, prompts.YES_NO_SCHEMA, validate=prompts.validate_check, max_tokens=8,
+                                   kind="grade")
+        answers, score = (result.value if result.ok else None), None
+        detail.update(raw=result.raw[:200])
+        usage, error = result.usage, None if result.ok else result.error
+    verdict = {True: "answers", False: "does not answer", None: "unparsed"}[answers]
+    grade = _grade("llm_context_grade", verdict, score=score, detail=detail, parse_error=error)
+    return {"context_answers": answers, "usage": add_usage(state.get("usage"), usage), "grades": [*grades, grade]}
 
 
 def route_after_grading(state: AgentState) -> str:

@@ -7,12 +7,13 @@ across turns; everything else is reset by `turn_input` at the start of each turn
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from store.config import env_flag, env_float, env_int
+from store.config import ConfigError, env_flag, env_float, env_int
 
 
 class Hit(TypedDict, total=False):
@@ -97,6 +98,8 @@ class AgentSettings:
     grounded_min: float = 0.5  # share of the answer's words found in the cited passages
     llm_grade: bool = True  # the model's yes/no "does the context answer it?", on the answer prompt's own prefix
     llm_check: bool = True  # the model's own yes/no check, on the KV-cached answer conversation
+    # P(yes) / (P(yes) + P(no)) the grade needs for "the context answers"; None: the chat model's default below.
+    grade_min_yes: float | None = None
     history_turns: int = 3  # earlier turns shown to the follow-up rewriter
     question_max_tokens: int = 768  # longer questions are cut for the prompt (recorded in full)
 
@@ -110,6 +113,7 @@ class AgentSettings:
             grounded_min=env_float("KAIZEN_GROUNDED_MIN", cls.grounded_min),
             llm_grade=env_flag("KAIZEN_LLM_GRADE", cls.llm_grade),
             llm_check=env_flag("KAIZEN_LLM_CHECK", cls.llm_check),
+            grade_min_yes=_optional_probability("KAIZEN_GRADE_MIN_YES"),
             history_turns=env_int("KAIZEN_HISTORY_TURNS", cls.history_turns, minimum=0),
             question_max_tokens=env_int("KAIZEN_QUESTION_MAX_TOKENS", cls.question_max_tokens, minimum=32),
         )
@@ -117,6 +121,43 @@ class AgentSettings:
     def recursion_limit(self) -> int:
         """Steps one turn can take at most, with a margin; the caps in the state end every loop before this."""
         return 4 + 3 * (self.max_rewrites + 1) + 2 * (self.max_regenerations + 1) + 4
+
+
+# How the grade decides, per chat model (a lower-case piece of the GGUF file name): "probability" reads P(yes) /
+# (P(yes) + P(no)) for the reply's first word and needs the threshold, chosen on ClapNQ dev questions 0-29 and
+# confirmed on 30-49 (README, "How answering works"); "reply" is the greedy JSON-constrained "yes"/"no" reply.
+# A model not listed keeps the reply: a probability threshold is only worth having where it was measured to rank.
+GRADE_READING_BY_MODEL: tuple[tuple[str, str, float | None], ...] = (
+    # leans "yes" (P 0.43-0.92 on dev contexts) but ranks the contexts that answer higher (AUC 0.89)
+    ("qwen2.5-coder-1.5b", "probability", 0.7),
+    # its P(yes) does not rank (AUC 0.51) and as a first word it says "No" even to an obvious answer
+    ("smollm2-135m", "reply", None),
+)
+GRADE_READING_FALLBACK: tuple[str, float | None] = ("reply", None)
+
+
+def grade_reading(settings: AgentSettings, model_name: str) -> tuple[str, float | None, str]:
+    """How the grade decides ("probability" or "reply"), the threshold on P(yes), and where they came from (all
+    recorded with the grade). KAIZEN_GRADE_MIN_YES sets the threshold and so asks for the probability."""
+    name = model_name.lower()
+    reading, threshold, source = *GRADE_READING_FALLBACK, "default"
+    for piece, how, value in GRADE_READING_BY_MODEL:
+        if piece in name:
+            reading, threshold, source = how, value, f"default for {piece}"
+            break
+    if settings.grade_min_yes is not None:
+        reading, threshold, source = "probability", settings.grade_min_yes, "KAIZEN_GRADE_MIN_YES"
+    return reading, threshold, source
+
+
+def _optional_probability(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    value = env_float(name, 0.5)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}={value} must be between 0 and 1")
+    return value
 
 
 @dataclass

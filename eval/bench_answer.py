@@ -132,6 +132,9 @@ def run_questions(agent, questions: list[dict], progress=None) -> list[dict]:
             "id": q.get("id"), "question": q["question"], "answerable": q.get("answerable", True),
             "answer": result.answer, "abstained": result.abstained, "verified": result.verified,
             "warning": result.warning, "rewrites": result.rewrites, "regenerations": result.regenerations,
+            "abstain_reason": (result.gap_reason or "the answer says so") if result.abstained else None,
+            "context_grades": [{"verdict": g["verdict"], "p_yes": g["score"], "threshold": g["detail"].get("threshold")}
+                               for g in result.grades if g["grader"] == "llm_context_grade"],
             "total_ms": _r(total_ms), "ttft_ms": _r(ttft_ms), "llm_calls": result.usage.get("llm_calls", 0),
             "prompt_tokens": result.usage.get("prompt_tokens", 0),
             "prompt_tokens_processed": result.usage.get("prompt_processed", 0),

@@ -163,6 +163,40 @@ def test_context_the_model_says_does_not_answer_leads_to_a_rewrite_then_abstenti
     assert gap.reason == "context does not answer"
 
 
+@pytest.mark.parametrize("p_yes, threshold, abstains", [(0.7, 0.8, True), (0.7, 0.6, False)])
+def test_context_grade_abstains_below_the_yes_probability_threshold(kb, embedder, p_yes, threshold, abstains):
+    """The grade reads P(yes) and compares it with the threshold (a setting): a model leaning "yes" (0.7) still
+    abstains when the threshold asks for more, and the grade records score, threshold and where it came from."""
+    from agent.graph import Agent
+    from agent.state import AgentSettings
+
+    fake = FakeLLM("Miso is a cat [1].", json_reply={"grade": p_yes, "rewrite": '{"query": "Kaizen mascot name"}'})
+    settings = dataclasses.replace(AgentSettings(), grade_min_yes=threshold, llm_check=False)
+    a = Agent(kb, llm=fake, embedder=embedder, persist=True, settings=settings)
+    result = a.ask("What is the name of Kaizen's mascot?")
+    assert result.abstained is abstains and (fake.generations == 0) is abstains
+    rows = _all(kb, "SELECT verdict, score, detail->>'threshold', detail->>'threshold_source' FROM grades "
+                "WHERE interaction_id = :id AND grader = 'llm_context_grade'", id=result.interaction_id)
+    verdict = "does not answer" if abstains else "answers"
+    assert rows and all(tuple(r) == (verdict, p_yes, str(threshold), "KAIZEN_GRADE_MIN_YES") for r in rows), rows
+
+
+def test_grade_reading_defaults_per_model_and_setting_overrides(monkeypatch):
+    from agent.state import GRADE_READING_FALLBACK, AgentSettings, grade_reading
+    from store.config import ConfigError
+
+    assert grade_reading(AgentSettings(), "some-other-model.gguf") == (*GRADE_READING_FALLBACK, "default")
+    reading, value, source = grade_reading(AgentSettings(), "Qwen2.5-Coder-1.5B-Instruct.gguf")
+    assert reading == "probability" and 0.5 < value < 1.0 and source == "default for qwen2.5-coder-1.5b"
+    assert grade_reading(AgentSettings(), "SmolLM2-135M-Instruct.Q4_1.gguf")[:2] == ("reply", None)
+    monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "0.9")
+    assert grade_reading(AgentSettings.from_env(), "SmolLM2-135M-Instruct.Q4_1.gguf") == \
+        ("probability", 0.9, "KAIZEN_GRADE_MIN_YES")
+    monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "1.5")
+    with pytest.raises(ConfigError, match="KAIZEN_GRADE_MIN_YES"):
+        AgentSettings.from_env()
+
+
 def test_recursion_limit_backs_the_caps(kb, embedder):
     """Even if a cap in the state were too high, recursion_limit ends the run with a clear message."""
     from langgraph.errors import GraphRecursionError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from agent.llm import Usage, parse_json_reply
+from agent.llm import Usage, YesNoResult, parse_json_reply
 
 DOCS = {
     "mascot.md": "# The Kaizen mascot\n\nKaizen's mascot is a red panda named Miso. Miso was drawn in 2024 by the "
@@ -59,7 +59,8 @@ class FakeStream:
 
 
 class FakeLLM:
-    """Stands in for the model to force a branch: always the same answer, always the same JSON reply."""
+    """Stands in for the model to force a branch: always the same answer, always the same JSON reply. A yes/no
+    score (`yes_probability`) is the reply's yes (1.0) or no (0.0), or the number given for that kind."""
 
     def __init__(self, answer: str, json_reply: str | dict = '"yes"', max_tokens: int = 256):
         from agent.llm import LLMSettings
@@ -91,3 +92,16 @@ class FakeLLM:
         usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, completion_tokens=5, finish_reason="stop")
         reply = self.json_reply.get(kind, '"yes"') if isinstance(self.json_reply, dict) else self.json_reply
         return parse_json_reply(reply, validate, usage)
+
+    def yes_probability(self, messages, *, kind="yes_no"):
+        from agent.prompts import validate_check
+
+        self.json_calls += 1
+        usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, finish_reason="scored")
+        reply = self.json_reply.get(kind, '"yes"') if isinstance(self.json_reply, dict) else self.json_reply
+        if isinstance(reply, float):
+            return YesNoResult(ok=True, p_yes=reply, mass=0.9, usage=usage)
+        parsed = parse_json_reply(reply, validate_check)
+        if not parsed.ok:
+            return YesNoResult(ok=False, error=parsed.error, usage=usage)
+        return YesNoResult(ok=True, p_yes=1.0 if parsed.value else 0.0, mass=0.9, usage=usage)

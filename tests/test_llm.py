@@ -67,6 +67,21 @@ def test_constrained_json_is_validated_and_failures_are_returned(llm):
     assert not invalid.ok and "unexpected JSON" in invalid.error
 
 
+def test_yes_probability_reads_the_distribution_and_reuses_the_kv_cache(llm):
+    """P(yes) / (P(yes) + P(no)) from one forward pass; the same prompt again evaluates only its last token, and a
+    prompt sharing its prefix (as the answer shares the grade's) evaluates only what differs."""
+    question = [MESSAGES[0], {"role": "user", "content": "Is the sky blue on a clear day? Answer yes or no."}]
+    first = llm.yes_probability(question, kind="grade")
+    assert first.ok and 0.0 <= first.p_yes <= 1.0 and 0.0 < first.mass <= 1.0
+    assert first.usage.prompt_tokens == llm.count_prompt(question) and first.usage.completion_tokens == 0
+    again = llm.yes_probability(question, kind="grade")
+    # Batch composition changes float rounding a little (whole prompt vs the replayed last token alone).
+    assert again.p_yes == pytest.approx(first.p_yes, abs=0.03) and again.usage.prompt_processed == 1
+    follow = llm.stream_chat([*question[:1], {"role": "user", "content": "Is the sky blue? Say why."}],
+                             max_tokens=4).run()
+    assert follow.usage.prompt_processed < follow.usage.prompt_tokens
+
+
 def test_context_overflow_is_an_error_for_a_call_and_a_failed_result_for_json(llm):
     from agent.errors import explain
     from agent.llm import ContextOverflow
