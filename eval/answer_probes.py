@@ -12,35 +12,28 @@ how many there were, and the share of probes the agent abstained on) when it is 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Callable, Sequence
 
-import sqlalchemy as sa
-
-from .ragas_metrics import METRICS
+from .ragas_metrics import LLM_METRICS, METRICS
+from .run_rows import fail_run, finish_run, start_run
+from .text_metrics import STRING_METRICS
 
 KIND = "answer"
-# LLM metrics that can grade an answer to a probe (question, answer, context, reference).
-ANSWER_LLM_METRICS = ("answer_relevancy", "faithfulness", "response_groundedness", "context_utilization",
-                      "answer_accuracy", "factual_correctness", "context_recall")
-# Metrics a ragas judge is not needed for; `semantic_similarity` and `string_presence` are ragas's own.
-NON_LLM_METRICS = ("semantic_similarity", "string_presence", "token_f1", "chrf", "rouge_l")
+# A probe answer has all of a metric's inputs (question, answer, context, reference), so every LLM metric applies.
+ANSWER_LLM_METRICS = LLM_METRICS
+# Metrics a ragas judge is not needed for: ragas's own (semantic_similarity, string_presence) and the string ones.
+NON_LLM_METRICS = (*(name for name, spec in METRICS.items() if not spec.uses_llm), *STRING_METRICS)
 
 
-def trusted_llm_metrics(store, judge_name: str) -> tuple[str, ...]:
-    """The answer metrics the latest calibration of `judge_name` trusts (none without a calibration)."""
+def trusted_answer_metrics(store, judge_name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(LLM metrics, metrics without an LLM) that the latest calibration of `judge_name` trusts; none of either
+    without a calibration."""
     from .calibration import trusted_metrics
 
     trusted = trusted_metrics(store, judge_name)
-    return tuple(m for m in ANSWER_LLM_METRICS if trusted.get(m))
-
-
-def trusted_non_llm_metrics(store) -> tuple[str, ...]:
-    from .calibration import NO_JUDGE, trusted_metrics
-
-    trusted = trusted_metrics(store, NO_JUDGE)
-    return tuple(m for m in NON_LLM_METRICS if trusted.get(m))
+    return (tuple(m for m in ANSWER_LLM_METRICS if trusted.get(m)),
+            tuple(m for m in NON_LLM_METRICS if trusted.get(m)))
 
 
 def summarise(rows: Sequence[dict], answered: Sequence[dict]) -> dict:
@@ -72,7 +65,7 @@ def run_answer_probes(store, agent, *, split: str | None = "heldout", limit: int
     from .probe_sets import load_probes
 
     if llm_metrics is None:
-        llm_metrics = trusted_llm_metrics(store, _judge_name(judge))
+        llm_metrics = trusted_answer_metrics(store, _judge_name(judge))[0]
     unknown = [m for m in llm_metrics if m not in METRICS or not METRICS[m].uses_llm]
     if unknown:
         raise ValueError(f"not an LLM metric: {', '.join(unknown)}")
@@ -80,12 +73,7 @@ def run_answer_probes(store, agent, *, split: str | None = "heldout", limit: int
         version = require_active(s).id
     probes = load_probes(store, split=split, limit=limit)
     started_summary = {"split": split, "limit": limit, "llm_metrics": list(llm_metrics)}
-    with store.session() as s:
-        run_id = s.execute(sa.text(
-            "INSERT INTO eval_runs (kind, kb_version, judge_model, status, summary) "
-            "VALUES (:kind, :v, :judge, 'running', CAST(:summary AS jsonb)) RETURNING id"),
-            {"kind": KIND, "v": version, "judge": _judge_name(judge) if llm_metrics else None,
-             "summary": json.dumps(started_summary)}).scalar_one()
+    run_id = start_run(store, KIND, version, started_summary, _judge_name(judge) if llm_metrics else None)
     started = time.perf_counter()
     try:
         items, answered = [], []
@@ -100,21 +88,17 @@ def run_answer_probes(store, agent, *, split: str | None = "heldout", limit: int
         written = evaluate_probe_answers(store, items, judge=judge, embedder=agent.embedder, run_id=run_id,
                                          kb_version=version, llm_metrics=tuple(llm_metrics)) if items else {}
     except Exception as exc:
-        with store.session() as s:
-            s.execute(sa.text("UPDATE eval_runs SET status = 'failed', error = :e, finished_at = now() WHERE id = :id"),
-                      {"e": f"{type(exc).__name__}: {exc}"[:2000], "id": run_id})
+        fail_run(store, run_id, exc)
         raise
     rows = [row for probe_rows in written.values() for row in probe_rows]
     summary = {**started_summary, **summarise(rows, answered), "seconds": round(time.perf_counter() - started, 2)}
     if not probes:
         summary["note"] = "no answerable probes with gold documents: `kaizen eval import` or `kaizen eval probes`"
     with store.session() as s:
-        s.execute(sa.text(
-            "UPDATE eval_runs SET status = 'done', items = :n, summary = CAST(:summary AS jsonb), finished_at = now() "
-            "WHERE id = :id"), {"n": len(items), "summary": json.dumps(summary), "id": run_id})
+        finish_run(s, run_id, len(items), summary)
     return {"run_id": run_id, "kb_version": version, "items": len(items), "llm_metrics": list(llm_metrics),
             "summary": summary}
 
 
-__all__ = ["run_answer_probes", "trusted_llm_metrics", "trusted_non_llm_metrics", "summarise", "KIND",
+__all__ = ["run_answer_probes", "trusted_answer_metrics", "summarise", "KIND",
            "ANSWER_LLM_METRICS", "NON_LLM_METRICS"]

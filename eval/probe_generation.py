@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from .bench_answer import normalise_tokens
 from .probe_sets import split_for
+from .run_rows import finish_run
 
 SCHEMA = {
     "type": "object",
@@ -203,9 +204,6 @@ def generate_probes(store, *, per_document: int = 2, limit: int | None = None, p
     report.seconds = round(time.perf_counter() - started, 2)
     if report.run_id is not None:
         with store.session() as s:
-            s.execute(sa.text("UPDATE eval_runs SET status = 'done', items = :n, summary = CAST(:s AS jsonb), "
-                              "finished_at = now() WHERE id = :id"),
-                      {"n": report.added, "id": report.run_id,
-                       "s": json.dumps({k: v for k, v in report.as_dict().items() if k != "probes"},
-                                       ensure_ascii=False)})
+            finish_run(s, report.run_id, report.added,
+                       {k: v for k, v in report.as_dict().items() if k != "probes"})
     return report

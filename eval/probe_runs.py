@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from .probe_sets import load_probes
 from .retrieval_probes import METRICS, score_probes
+from .run_rows import fail_run, finish_run, start_run
 
 KIND = "probe"
 
@@ -54,19 +55,13 @@ def run_probes(store, embedder, *, version_id: int | None = None, probe_set: str
     if job_id is not None:
         _abandon_earlier_attempts(store, job_id)
     started_summary = {"job_id": job_id, "probe_set": probe_set, "split": split, "baseline": baseline}
-    with store.session() as s:
-        run_id = s.execute(sa.text(
-            "INSERT INTO eval_runs (kind, kb_version, status, summary) VALUES (:kind, :v, 'running', "
-            "CAST(:summary AS jsonb)) RETURNING id"),
-            {"kind": kind, "v": version, "summary": json.dumps(started_summary)}).scalar_one()
+    run_id = start_run(store, kind, version, started_summary)
     started = time.perf_counter()
     try:
         probes = load_probes(store, split=split, probe_set=probe_set)
         per_probe, means = score_probes(store, embedder, probes, version_id=version)
     except Exception as exc:
-        with store.session() as s:
-            s.execute(sa.text("UPDATE eval_runs SET status = 'failed', error = :e, finished_at = now() WHERE id = :id"),
-                      {"e": f"{type(exc).__name__}: {exc}"[:2000], "id": run_id})
+        fail_run(store, run_id, exc)
         raise
     seconds = time.perf_counter() - started
     summary = {**started_summary, **{k: _clean(v) for k, v in means.items()}, "seconds": round(seconds, 3)}
@@ -80,7 +75,5 @@ def run_probes(store, embedder, *, version_id: int | None = None, probe_set: str
             s.execute(sa.text(
                 "INSERT INTO eval_scores (run_id, probe_id, kb_version, metric, value, detail) "
                 "VALUES (:run, :probe, :v, :metric, :value, CAST(:detail AS jsonb))"), rows)
-        s.execute(sa.text(
-            "UPDATE eval_runs SET status = 'done', items = :n, summary = CAST(:summary AS jsonb), finished_at = now() "
-            "WHERE id = :id"), {"n": len(per_probe), "summary": json.dumps(summary), "id": run_id})
+        finish_run(s, run_id, len(per_probe), summary)
     return {"run_id": run_id, "kb_version": version, "items": len(per_probe), "summary": summary}

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from eval.answer_probes import run_answer_probes, trusted_llm_metrics
+from eval.answer_probes import run_answer_probes, trusted_answer_metrics
 from tests.test_agent_support import FakeLLM, build_kb, clean_agent_tables
 
 PROBES = [  # title, question, reference, accepted answers, split
@@ -120,12 +120,12 @@ def test_by_default_only_the_metrics_the_calibration_trusts_are_used(kb, embedde
     from eval.calibration import MetricCalibration, store_calibration
     from eval.judge import LlamaJudge
 
-    assert trusted_llm_metrics(kb, "fake-judge") == ()  # no calibration: nothing is trusted
+    assert trusted_answer_metrics(kb, "fake-judge")[0] == ()  # no calibration: nothing is trusted
     store_calibration(kb, [
         MetricCalibration("answer_relevancy", "fake-judge", 0.9, 8, 16, 16, 0.75, True, 1.0),
         MetricCalibration("faithfulness", "fake-judge", 0.55, 8, 16, 16, 0.75, False, 1.0),
     ], "test")
-    assert trusted_llm_metrics(kb, "fake-judge") == ("answer_relevancy",)
+    assert trusted_answer_metrics(kb, "fake-judge")[0] == ("answer_relevancy",)
     with pytest.raises(ValueError, match="not an LLM metric"):
         run_answer_probes(kb, StandIn(embedder), llm_metrics=("token_f1",))
     turn = SimpleNamespace(answer="The lighthouse is 42 metres tall [1].", abstained=False, interaction_id=None,

@@ -112,17 +112,17 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
     run_probes(store, embedder, split="train", baseline=True)  # the clean version's baseline for drift detection
 
     answers: dict = {}
-    calibration, trusted_answer_metrics, agent = None, [], None
+    calibration, answer_trusted, agent = None, [], None
     if answer_probes:
         from agent.graph import Agent
-        from eval.answer_probes import trusted_llm_metrics as judge_trusts, trusted_non_llm_metrics
+        from eval.answer_probes import trusted_answer_metrics
         from eval.calibration import calibrate
 
         t = time.perf_counter()
         calibration = calibrate(store, embedder=embedder, pairs=calibration_pairs, metrics=judge_metrics)
         timings["judge_calibration"] = round(time.perf_counter() - t, 2)
-        llm_trusted = judge_trusts(store, calibration["judge_model"])
-        trusted_answer_metrics = [*llm_trusted, *trusted_non_llm_metrics(store)]
+        llm_trusted, plain_trusted = trusted_answer_metrics(store, calibration["judge_model"])
+        answer_trusted = [*llm_trusted, *plain_trusted]
         agent = Agent(store, embedder=embedder, persist=False)  # the process's shared model, as the judge's
         t = time.perf_counter()
         answers["baseline"] = _answer_phase(store, agent, answer_probes, llm_trusted)
@@ -174,7 +174,7 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
         "recovered_share_mrr@10": recovered_share(baseline["heldout"]["mrr@10"], degraded["heldout"]["mrr@10"],
                                                   recovered["heldout"]["mrr@10"]),
         "trusted_llm_metrics": trusted or "none trusted by the judge calibration: not reported, not used",
-        "ragas": _ragas_report(calibration, trusted_answer_metrics, answers) if answer_probes else
+        "ragas": _ragas_report(calibration, answer_trusted, answers) if answer_probes else
         "not measured (answer_probes=0)",
         "clean_kb": {"status": clean_plan.status, "message": clean_plan.message,
                      "actions_taken": len(clean_plan.results), "heldout_before": baseline["heldout"],
