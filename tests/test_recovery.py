@@ -80,3 +80,11 @@ def test_the_real_model_enriches_without_touching_the_shown_text(clean_store, em
     for row in enriched:  # promoted: the indexed text grew, the shown and cited text is the original
         assert row.text == original[row.derived_from] and row.text in row.search_text
         assert len(row.search_text) > len(row.text)
+
+
+def test_recovered_share_needs_a_loss_and_a_value_in_every_phase():
+    from eval.repair.bench_recovery import recovered_share
+
+    assert recovered_share(1.0, 0.5, 0.95) == 0.9
+    assert recovered_share(0.47, 0.74, 0.47) is None  # the damage raised it: nothing lost to recover
+    assert recovered_share(0.8, None, 0.8) is None  # every score of a phase NULL: not a 0

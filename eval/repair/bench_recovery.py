@@ -52,7 +52,10 @@ def probe_run_alert(store, embedder) -> int | None:
     return alerts[0] if alerts else None
 
 
-def recovered_share(base: float, degraded: float, recovered: float) -> float | None:
+def recovered_share(base: float | None, degraded: float | None, recovered: float | None) -> float | None:
+    """None when nothing was lost, or when a phase has no value (every score NULL) to compare."""
+    if base is None or degraded is None or recovered is None:
+        return None
     lost = base - degraded
     return round((recovered - degraded) / lost, 4) if lost > 1e-9 else None
 
@@ -74,7 +77,7 @@ def _ragas_report(calibration: dict | None, trusted: list[str], phases: dict) ->
                               for m in (calibration or {}).get("metrics", [])],
               "trusted_metrics": trusted, **phases}
     if all(p in phases for p in ("baseline", "degraded", "recovered")):
-        report["recovered_share"] = {m: recovered_share(*(phases[p]["metrics"].get(m) or 0.0
+        report["recovered_share"] = {m: recovered_share(*(phases[p]["metrics"].get(m)
                                                          for p in ("baseline", "degraded", "recovered")))
                                      for m in trusted}
     return report
