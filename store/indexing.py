@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
@@ -41,31 +42,52 @@ def search_text_for(title: str, chunk: str) -> str:
 def prepare(items: Iterable[tuple[object, DocumentText]], chunker: Chunker, embedder: Embedder,
             batch_chunks: int = 64) -> Iterator[tuple[object, list[PreparedChunk]]]:
     """Chunk documents and embed their chunks in batches that span documents (the model is faster on
-    batches), yielding each document's prepared chunks in input order. `items` pairs a caller key with a doc."""
-    pending: list[tuple[object, DocumentText, list[str]]] = []
-    pending_chunks = 0
+    batches), yielding each document's prepared chunks in input order. `items` pairs a caller key with a doc.
 
-    def flush():
-        texts = [search_text_for(doc.title, piece) for _, doc, pieces in pending for piece in pieces]
+    Pipelined one batch deep: while the caller stores the documents of one batch, the next batch is already
+    being embedded in a background thread (the embedder's matmuls release the GIL), so the database's share of
+    the work (tsvector, HNSW and GIN inserts, commits) overlaps the model's instead of adding to it."""
+
+    def batches() -> Iterator[list[tuple[object, DocumentText, list[str]]]]:
+        pending: list[tuple[object, DocumentText, list[str]]] = []
+        pending_chunks = 0
+        for key, doc in items:
+            pieces = chunker.split(doc.text)
+            pending.append((key, doc, pieces))
+            pending_chunks += len(pieces)
+            if pending_chunks >= batch_chunks:
+                yield pending
+                pending, pending_chunks = [], 0
+        if pending:
+            yield pending
+
+    def embed(batch) -> tuple[list[str], np.ndarray]:
+        texts = [search_text_for(doc.title, piece) for _, doc, pieces in batch for piece in pieces]
         vectors = embedder.embed_passages(texts) if texts else np.zeros((0, embedder.dim), np.float32)
+        return texts, vectors
+
+    def assemble(batch, texts: list[str], vectors: np.ndarray):
         at = 0
-        for key, doc, pieces in pending:
+        for key, doc, pieces in batch:
             chunks = []
             for ordinal, piece in enumerate(pieces):
-                search = texts[at]
-                chunks.append(PreparedChunk(ordinal, piece, search, embedder.count_tokens(piece), vectors[at]))
+                chunks.append(PreparedChunk(ordinal, piece, texts[at], embedder.count_tokens(piece), vectors[at]))
                 at += 1
             yield key, chunks
 
-    for key, doc in items:
-        pieces = chunker.split(doc.text)
-        pending.append((key, doc, pieces))
-        pending_chunks += len(pieces)
-        if pending_chunks >= batch_chunks:
-            yield from flush()
-            pending, pending_chunks = [], 0
-    if pending:
-        yield from flush()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaizen-embed")
+    try:
+        previous = None
+        for batch in batches():
+            future = pool.submit(embed, batch)
+            if previous is not None:
+                yield from assemble(previous[0], *previous[1].result())
+            previous = (batch, future)
+        if previous is not None:
+            yield from assemble(previous[0], *previous[1].result())
+    finally:
+        # A caller that stops early (an error, Ctrl-C) waits at most for the batch in flight.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def vector_literal(vector: np.ndarray) -> str:
