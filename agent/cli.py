@@ -69,6 +69,8 @@ def _bench_commands(sub) -> None:
     p.add_argument("--corpus", required=True)
     p.add_argument("--questions", required=True)
     p.add_argument("--limit", type=int, default=20, help="the first N questions (answerable and unanswerable)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="skip the first N answerable and N unanswerable questions (for example, those tuned on)")
     p.add_argument("--home", help="keep the benchmark database in this KAIZEN_HOME (default: temporary)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("eval.bench_answer", fromlist=["main"]).main(a))

@@ -26,12 +26,14 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 _PUNCT = set(string.punctuation) | set("、。・「」『』（）！？：；，．〜ー…“”‘’")
 
 
-def load_questions(path: str, limit: int | None) -> list[dict]:
+def load_questions(path: str, limit: int | None, skip: int = 0) -> list[dict]:
+    """Up to `limit` questions, half answerable and half not when the set has both, after skipping the first
+    `skip` of each kind (the questions a setting was tuned on, for instance)."""
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    answerable = [r for r in rows if r.get("answerable", True)]
-    unanswerable = [r for r in rows if not r.get("answerable", True)]
+    answerable = [r for r in rows if r.get("answerable", True)][skip:]
+    unanswerable = [r for r in rows if not r.get("answerable", True)][skip:]
     if not limit:
-        return rows
+        return answerable + unanswerable if skip else rows
     if not unanswerable:
         return answerable[:limit]
     # Both kinds: half and half, interleaved, so a short run still measures both abstention rates.
@@ -234,14 +236,15 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None) -> dict:
+def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None,
+        skip: int = 0) -> dict:
     from agent.graph import Agent
 
     from .bench_store import bench_store, ingest_corpus, load_average
 
     with bench_store(home, "kaizen-bench-answer-") as (store, embedder, _):
         report = ingest_corpus(store, embedder, corpus)
-        questions = load_questions(questions_path, limit)
+        questions = load_questions(questions_path, limit, skip)
         agent = Agent(store, embedder=embedder, persist=False)
         llm = agent.llm
         agent.ask("warm-up: what is this knowledge base about?")  # loads everything; not measured
@@ -253,6 +256,7 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
             "benchmark": "answer",
             "corpus": str(corpus),
             "questions_file": str(questions_path),
+            "skipped_per_kind": skip,
             "model": llm.name,
             "llm": {"threads": llm.settings.threads, "ctx": llm.settings.ctx, "max_tokens": llm.settings.max_tokens,
                     "temperature": llm.settings.temperature},
@@ -277,7 +281,8 @@ def main(args) -> int:
               f"{row['latency_ratio']} calls {row['llm_calls']} abstained {row['abstained']} :: "
               f"{row['question'][:60]}", file=sys.stderr, flush=True)
 
-    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None), progress)
+    result = run(args.corpus, args.questions, args.limit, getattr(args, "home", None), progress,
+                 getattr(args, "skip", 0))
     if args.json:
         print_json(result)
         return 0
