@@ -189,6 +189,7 @@ class LLM:
         self.lock = threading.RLock()
         self.name = self.path.name
         self.calls: list[Usage] = []  # every call in this process, in order (nodes read the tail)
+        self._word_token_cache: dict[str, frozenset[int]] = {}
         self._formatter = None
         handlers = getattr(self.model, "_chat_handlers", {})
         template = self.model.metadata.get("tokenizer.chat_template")
@@ -370,9 +371,13 @@ class LLM:
             return YesNoResult(ok=False, error="no probability on yes or no", usage=usage)
         return YesNoResult(ok=True, p_yes=p_yes / (p_yes + p_no), mass=(p_yes + p_no) / total, usage=usage)
 
-    def _word_tokens(self, word: str) -> set[int]:
-        """The first tokens of the word's spellings (word, Word, WORD) in this model's vocabulary."""
-        return {self.tokenize(w)[0] for w in (word, word.capitalize(), word.upper())}
+    def _word_tokens(self, word: str) -> frozenset[int]:
+        """The first tokens of the word's spellings (word, Word, WORD) in this model's vocabulary (tokenized once
+        per model)."""
+        if word not in self._word_token_cache:
+            spellings = (word, word.capitalize(), word.upper())
+            self._word_token_cache[word] = frozenset(self.tokenize(w)[0] for w in spellings)
+        return self._word_token_cache[word]
 
 
 def parse_json_reply(raw: str, validate: Callable[[Any], Any] | None, usage: Usage | None = None) -> JSONResult:
