@@ -33,11 +33,20 @@ EXAMPLE_USER = (
     "</context>\n\nQuestion: How far can an owl turn its head?"
 )
 EXAMPLE_ANSWER = "An owl can turn its head 270 degrees [1]."
-
-ANSWER_INSTRUCTION = (
+# The example's instruction spells out the abstention once more; the shared prefix (and so the KV cache and the
+# grade's P(yes) threshold) depends on these exact words.
+EXAMPLE_INSTRUCTION = (
     "Answer the question using only the context above, and cite the passages you used like [1]. "
     f"If the context does not contain the answer, reply exactly: {ABSTAIN}"
 )
+
+# The real question's instruction leaves the abstention to rule 3 of the system message. An answer is only
+# generated once the context grade has said the context answers, and repeating "if the context does not contain
+# the answer..." at the end of the prompt made Qwen2.5-1.5B abstain on answerable questions whose context it had
+# just graded as answering. On ClapNQ dev questions 30-79 (50 + 50, first retrieval, grade P(yes) >= 0.7), this
+# wording answered 88% of answerable questions against 80%, and still abstained on 64% of unanswerable ones against
+# 66% (rule 3 still applies). Asking it to answer "even partly" (and abstain "only if") did worse: 66% answered.
+ANSWER_INSTRUCTION = "Answer the question using only the context above, and cite the passages you used like [1]."
 
 STRICT_INSTRUCTION = (
     "Your previous answer could not be verified against the context. Answer again, more strictly: copy the "
@@ -111,7 +120,7 @@ def shared_prefix() -> list[dict]:
     """The first messages of every call the graph makes (identical tokens, so llama.cpp keeps them cached)."""
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"{EXAMPLE_USER}\n\n{ANSWER_INSTRUCTION}"},
+        {"role": "user", "content": f"{EXAMPLE_USER}\n\n{EXAMPLE_INSTRUCTION}"},
         {"role": "assistant", "content": EXAMPLE_ANSWER},
     ]
 

@@ -118,8 +118,9 @@ def test_context_overflow_is_trimmed_not_fatal(kb, embedder, monkeypatch):
     from agent.llm import LLMSettings, get_llm
     from agent.state import AgentSettings
 
+    # A 1024-token window with 352 tokens of it kept for the reply has no room for all three passages.
     monkeypatch.setenv("KAIZEN_LLM_CTX", "1024")
-    monkeypatch.setenv("KAIZEN_LLM_MAX_TOKENS", "256")
+    monkeypatch.setenv("KAIZEN_LLM_MAX_TOKENS", "352")
     small = get_llm(LLMSettings.from_env())
     assert small.n_ctx == 1024
     long_question = "Which facts does the knowledge base hold about " + "the Kestrel Point lighthouse and its keeper " * 40
