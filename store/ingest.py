@@ -102,7 +102,6 @@ def _write_document(store: Store, version: KBVersion, doc: SourceDocument, diges
                 "meta": json.dumps(doc.metadata, ensure_ascii=False),
             },
         ).one()
-        previous = None if previous_hash is None else (doc_id, previous_hash)
         removed = s.execute(
             sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"), {"id": doc_id, "v": version.id}
         ).rowcount
@@ -110,15 +109,15 @@ def _write_document(store: Store, version: KBVersion, doc: SourceDocument, diges
                      lexical_scheme=version.lexical_scheme, chunks=chunks)
         record_change(
             s,
-            kind="document_updated" if previous else "document_added",
+            kind="document_added" if previous_hash is None else "document_updated",
             kb_version=version.id,
             document_id=doc_id,
             target=doc.source_uri,
-            before={"content_hash": previous[1], "chunks": removed} if previous else None,
+            before=None if previous_hash is None else {"content_hash": previous_hash, "chunks": removed},
             after={"content_hash": digest, "chunks": len(chunks)},
             actor=ACTOR,
         )
-    return previous is None, doc_id
+    return previous_hash is None, doc_id
 
 
 def _mark_missing(store: Store, version: KBVersion, uris: list[str]) -> int:

@@ -90,18 +90,21 @@ class FakeLLM:
     def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
         self.json_calls += 1
         usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, completion_tokens=5, finish_reason="stop")
-        reply = self.json_reply.get(kind, '"yes"') if isinstance(self.json_reply, dict) else self.json_reply
-        return parse_json_reply(reply, validate, usage)
+        return parse_json_reply(self._reply(kind), validate, usage)
 
     def yes_probability(self, messages, *, kind="yes_no"):
         from agent.prompts import validate_check
 
         self.json_calls += 1
         usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, finish_reason="scored")
-        reply = self.json_reply.get(kind, '"yes"') if isinstance(self.json_reply, dict) else self.json_reply
+        reply = self._reply(kind)
         if isinstance(reply, float):
             return YesNoResult(ok=True, p_yes=reply, mass=0.9, usage=usage)
         parsed = parse_json_reply(reply, validate_check)
         if not parsed.ok:
             return YesNoResult(ok=False, error=parsed.error, usage=usage)
         return YesNoResult(ok=True, p_yes=1.0 if parsed.value else 0.0, mass=0.9, usage=usage)
+
+    def _reply(self, kind: str):
+        """The scripted reply for a call of this kind (one reply for all kinds, or one per kind)."""
+        return self.json_reply.get(kind, '"yes"') if isinstance(self.json_reply, dict) else self.json_reply
