@@ -151,6 +151,10 @@ def status_data(store) -> dict:
         version = active_version(s)
         docs = dict(s.execute(sa.text("SELECT status, count(*) FROM documents GROUP BY status")).all())
         chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
+        # Chunks indexed before sentence vectors (migration 0006) are scored by their chunk vector alone.
+        without_sentences = s.execute(sa.text(
+            "SELECT count(*) FROM active_chunks a JOIN chunks c USING (id) WHERE c.sentence_embeddings IS NULL"
+        )).scalar_one()
         versions = dict(s.execute(sa.text("SELECT status, count(*) FROM kb_versions GROUP BY status")).all())
     caps = store.capabilities
     return {
@@ -165,6 +169,7 @@ def status_data(store) -> dict:
         "kaizen_home": str(store.settings.home),
         "documents": {"active": docs.get("active", 0), "missing": docs.get("missing", 0)},
         "active_chunks": chunks,
+        "active_chunks_without_sentence_vectors": without_sentences,
         "kb_versions": versions,
         "active_kb_version": None if version is None else {
             "id": version.id, "reason": version.reason, "embedding_model": version.embedding_model,
@@ -195,6 +200,9 @@ def cmd_status(args) -> int:
               f"{v['chunk_tokens']}-token chunks, lexical scheme {v['lexical_scheme']}"
               + ("" if v["lexical_scheme_current"] else " (older than this Kaizen's; `kaizen reindex` upgrades it)")),
               highlight=False)
+    if data["active_chunks_without_sentence_vectors"]:
+        out.print(f"{data['active_chunks_without_sentence_vectors']} active chunks were indexed before sentence "
+                  "vectors and are ranked by their chunk vector alone; `kaizen reindex` adds them", highlight=False)
     out.print(f"models: embedding {data['models']['embedding']}", highlight=False)
     return 0
 

@@ -87,11 +87,13 @@ class Grounding:
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 
 LEXICAL_MIN = 0.6  # a sentence whose content words are mostly in a passage is supported by it
-COSINE_MIN = 0.88  # e5 query-vs-passage cosine that counts as a paraphrase of the passage
+COSINE_MIN = 0.88  # e5 vector score (store.indexing.ChunkVectors.score) that counts as a paraphrase of the passage
 
 
-def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vectors: dict | None = None) -> Grounding:
-    """How well the answer's sentences are supported by the passages they cite (or, uncited, by any passage)."""
+def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vectors: dict | None = None,
+              sentence_weight: float = 0.8) -> Grounding:
+    """How well the answer's sentences are supported by the passages they cite (or, uncited, by any passage).
+    `passage_vectors` maps passage numbers to their stored ChunkVectors."""
     numbers = [p["number"] for p in passages]
     tokens_by_number = {p["number"]: content_tokens(f"{p.get('title', '')} {p['text']}") for p in passages}
     result = Grounding()
@@ -119,7 +121,7 @@ def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vect
             candidates = [n for n in (s.cited or numbers) if n in passage_vectors]
             if not candidates:
                 continue
-            sims = [float(np.dot(vec, passage_vectors[n])) for n in candidates]
+            sims = [passage_vectors[n].score(vec, sentence_weight) for n in candidates]
             best = int(np.argmax(sims))
             s.cosine = sims[best]
             if s.lexical < LEXICAL_MIN and s.cosine >= COSINE_MIN:
@@ -156,8 +158,3 @@ def redact_injections(text: str) -> tuple[str, int]:
         return " " + REDACTED + " "
 
     return _INJECTION.sub(_sub, text), count
-
-
-def parse_vector(text: str) -> np.ndarray:
-    vec = np.asarray([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
-    return vec / (np.linalg.norm(vec) or 1.0)

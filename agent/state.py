@@ -94,7 +94,10 @@ class AgentSettings:
     top_k: int = 4  # chunks retrieved per search
     max_rewrites: int = 1  # query rewrites when nothing relevant came back
     max_regenerations: int = 1  # stricter answers when the check fails
-    relevance_min: float = 0.82  # e5 cosine (query vs passage) for a chunk to count as relevant
+    # The vector score (0.2 x chunk + 0.8 x best-sentence cosine, as search ranks) for a chunk to count as relevant.
+    # At 0.83 the top hit passes for 99.0% of ClapNQ dev's answerable questions and 86.6% of its unanswerable ones
+    # (99.8% of JSQuAD's); the whole-passage cosine at 0.82, before sentence vectors, passed 99.5% / 92.1%.
+    relevance_min: float = 0.83
     grounded_min: float = 0.5  # share of the answer's words found in the cited passages
     llm_grade: bool = True  # the model's yes/no "does the context answer it?", on the answer prompt's own prefix
     llm_check: bool = True  # the model's own yes/no check, on the KV-cached answer conversation

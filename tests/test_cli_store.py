@@ -30,6 +30,11 @@ def test_ingest_search_sql_round_trip(clean_store, tmp_path):
     assert hits[0]["title"] == "Owls" and "270" in hits[0]["text"]
     rows = json.loads(run_cli("sql", "SELECT title, status FROM documents", "--json").stdout)
     assert rows == [{"title": "Owls", "status": "active"}]
+    assert json.loads(run_cli("status", "--json").stdout)["active_chunks_without_sentence_vectors"] == 0
+    # a chunk indexed before sentence vectors is counted, and the plain status names the fix
+    assert run_cli("sql", "UPDATE chunks SET sentence_embeddings = NULL", "--write").returncode == 0
+    assert json.loads(run_cli("status", "--json").stdout)["active_chunks_without_sentence_vectors"] == 1
+    assert "kaizen reindex" in run_cli("status").stdout
 
 
 def test_ingest_reports_failures_with_nonzero_exit(clean_store, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from store.chunking import Chunker
-from store.indexing import prepare
+from store.indexing import embed_chunks, prepare, search_text_for
 
 
 class Doc:
@@ -44,7 +44,10 @@ def test_documents_come_back_in_order_with_their_own_vectors():
     out = list(prepare(docs, chunker, embedder, batch_chunks=5))
     assert [key for key, _ in out] == list(range(23))
     flat = [c for _, chunks in out for c in chunks]
-    assert [int(c.embedding[0]) for c in flat] == list(range(len(flat)))  # each chunk got its own row
+    # one sentence a chunk here: each chunk got its own row, and its vector is that row normalised
+    assert [int(c.sentence_embeddings[0][0]) for c in flat] == list(range(len(flat)))
+    for c in flat:
+        np.testing.assert_allclose(c.embedding, c.sentence_embeddings[0] / np.linalg.norm(c.sentence_embeddings[0]))
     for key, chunks in out:
         assert all(c.search_text.startswith(f"T{key}\n") for c in chunks)
         assert " ".join(c.text for c in chunks) == docs[key][1].text
@@ -61,3 +64,18 @@ def test_an_embedding_error_reaches_the_caller_after_the_earlier_documents():
         for key, _ in prepare(docs, chunker, embedder, batch_chunks=2):
             got.append(key)
     assert got == [0, 1, 2, 3]  # the two batches embedded before the failure were all delivered
+
+
+def test_a_chunk_is_embedded_sentence_by_sentence_with_its_title():
+    embedder = RecordingEmbedder()
+    title = "梅雨"
+    body = "梅雨は東アジアの気象現象で、5月から7月の雨の多い期間のこと。雨季の一種である。\nIt rains a lot. Yes."
+    [vectors] = embed_chunks(embedder, [title], [search_text_for(title, body)])
+    assert embedder.calls == [[
+        "梅雨は東アジアの気象現象で、5月から7月の雨の多い期間のこと。",  # already begins with its title
+        "梅雨\n雨季の一種である。",
+        "梅雨\nIt rains a lot. Yes.",  # "Yes." alone is too short to be a sentence
+    ]]
+    assert vectors.sentence_embeddings.shape == (3, 2)
+    mean = vectors.sentence_embeddings.mean(axis=0)
+    np.testing.assert_allclose(vectors.embedding, mean / np.linalg.norm(mean), rtol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -223,3 +224,37 @@ def test_japanese_words_rank_a_whole_word_above_a_substring(clean_store, embedde
         scheme = s.execute(sa.text("SELECT lexical_scheme FROM kb_versions WHERE status = 'active'")).scalar_one()
         again = search(s, embedder, "京都の寺", k=2, mode="text")
     assert scheme == "cjk-bigram-words" and again[0].title == "kyoto"
+
+
+def _parse_vector(text: str) -> np.ndarray:
+    return np.array(json.loads(text), dtype=np.float64)
+
+
+def test_vector_score_is_chunk_and_best_sentence_and_older_chunks_keep_their_own(clean_store, embedder, corpus):
+    """The vector side scores (1 - w) * cosine(chunk) + w * max cosine(sentence); a chunk without sentence
+    vectors (a KB version built before them) is scored by its chunk vector alone."""
+    ingest(clean_store, embedder, [str(corpus)])
+    query = "Which language checks ownership and borrowing at compile time?"
+    q = embedder.embed_queries([query])[0].astype(np.float64)
+    weight = clean_store.settings.sentence_weight
+    assert 0 < weight < 1
+    with clean_store.session() as s:
+        rows = s.execute(sa.text("SELECT id, embedding::text, sentence_embeddings::text[] FROM chunks")).all()
+    assert all(len(r[2]) >= 1 for r in rows)
+    expected = {}
+    for chunk_id, chunk_vec, sentence_vecs in rows:
+        chunk_cos = float(q @ _parse_vector(chunk_vec))
+        best = max(float(q @ _parse_vector(v)) for v in sentence_vecs)
+        expected[chunk_id] = ((1 - weight) * chunk_cos + weight * best, chunk_cos)
+    with clean_store.session() as s:
+        hits = search(s, embedder, query, k=5, mode="vector", settings=clean_store.settings)
+    assert hits[0].title == "Rust"
+    for hit in hits:
+        assert hit.vector_score == pytest.approx(expected[hit.chunk_id][0], abs=2e-5)
+    with clean_store.session() as s:
+        s.execute(sa.text("UPDATE chunks SET sentence_embeddings = NULL"))
+    with clean_store.session() as s:
+        hits = search(s, embedder, query, k=5, mode="vector", settings=clean_store.settings)
+    assert hits[0].title == "Rust"
+    for hit in hits:
+        assert hit.vector_score == pytest.approx(expected[hit.chunk_id][1], abs=2e-5)

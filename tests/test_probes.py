@@ -77,11 +77,13 @@ def test_probe_scores_follow_the_knowledge_base(probe_kb, embedder, tmp_path):
     probes = load_probes(probe_kb, probe_set="tiny")
     per_probe, summary = score_probes(probe_kb, embedder, probes)
     assert summary["probes"] == 3 and summary["recall@1"] == 1.0 and summary["mrr@10"] == 1.0
-    # Break the owl chunk's text and vector: its probe must now miss at rank 1.
+    # Break the owl chunk's text and vectors: its probe must now miss at rank 1.
     with probe_kb.session() as s:
-        s.execute(sa.text("UPDATE chunks SET search_text = 'lorem ipsum', "
-                          "tsv = to_tsvector('simple', 'lorem ipsum'), embedding = (SELECT embedding FROM chunks c2 "
-                          "JOIN documents d ON d.id = c2.document_id WHERE d.source_id = 'p-tea') "
-                          "WHERE document_id = (SELECT id FROM documents WHERE source_id = 'p-owl')"))
+        s.execute(sa.text("UPDATE chunks c SET search_text = 'lorem ipsum', "
+                          "tsv = to_tsvector('simple', 'lorem ipsum'), embedding = tea.embedding, "
+                          "sentence_embeddings = tea.sentence_embeddings FROM (SELECT c2.embedding, "
+                          "c2.sentence_embeddings FROM chunks c2 JOIN documents d ON d.id = c2.document_id "
+                          "WHERE d.source_id = 'p-tea') tea "
+                          "WHERE c.document_id = (SELECT id FROM documents WHERE source_id = 'p-owl')"))
     _, broken = score_probes(probe_kb, embedder, probes)
     assert broken["recall@1"] < 1.0

@@ -133,7 +133,7 @@ class RestoreIndexedText(Action):
                 "SELECT c.document_id, c.ordinal, d.title, c.text FROM chunks c JOIN documents d ON d.id = "
                 "c.document_id WHERE c.kb_version = :v AND c.document_id = ANY(:docs)"),
                 {"v": builder.id, "docs": sorted({d for d, _ in wanted})}).all()
-        changes = [IndexedTextChange(r.document_id, r.ordinal, search_text_for(r.title, r.text), "original")
+        changes = [IndexedTextChange(r.document_id, r.ordinal, r.title, search_text_for(r.title, r.text), "original")
                    for r in rows if (r.document_id, r.ordinal) in wanted]
         if ctx.check is not None:
             ctx.check()
@@ -257,7 +257,7 @@ class _ModelAction(Action):
                                              "raw": (result.raw or "")[:300]})
                 continue
             outputs.append({"chunk_id": row.id, "generated": result.text[:500]})
-            changes.append(IndexedTextChange(row.document_id, row.ordinal,
+            changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
                                              self.indexed_text(row.title, row.text, row.search_text, result.text),
                                              self.origin, row.id))
             if ctx.check is not None:

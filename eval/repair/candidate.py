@@ -19,10 +19,10 @@ from store.kb_versions import KBVersion, create_vector_index, create_version, ge
 
 _COPY = sa.text(
     """
-    INSERT INTO chunks (document_id, kb_version, ordinal, text, search_text, embedding, tsv, lexical_length,
-                        token_count, origin, derived_from)
-    SELECT c.document_id, :new, c.ordinal, c.text, c.search_text, c.embedding, c.tsv, c.lexical_length,
-           c.token_count, c.origin, c.derived_from
+    INSERT INTO chunks (document_id, kb_version, ordinal, text, search_text, embedding, sentence_embeddings, tsv,
+                        lexical_length, token_count, origin, derived_from)
+    SELECT c.document_id, :new, c.ordinal, c.text, c.search_text, c.embedding, c.sentence_embeddings, c.tsv,
+           c.lexical_length, c.token_count, c.origin, c.derived_from
     FROM chunks c JOIN documents d ON d.id = c.document_id AND d.status = 'active'
     WHERE c.kb_version = :base AND NOT (c.document_id = ANY(:skip))
     """
@@ -133,7 +133,8 @@ def discard_version(store, version_id: int, *, actor: str, reason: str) -> None:
 
 _UPDATE_INDEXED = sa.text(
     """
-    UPDATE chunks c SET search_text = :search_text, embedding = CAST(:embedding AS vector), tsv = t.tsv,
+    UPDATE chunks c SET search_text = :search_text, embedding = CAST(:embedding AS vector),
+           sentence_embeddings = CAST(:sentence_embeddings AS vector[]), tsv = t.tsv,
            lexical_length = coalesce((SELECT sum(cardinality(u.positions)) FROM unnest(t.tsv) u), 0),
            origin = :origin, derived_from = :derived_from
     FROM (SELECT to_tsvector(CAST(:config AS regconfig), :lexical) AS tsv) t
@@ -148,6 +149,7 @@ class IndexedTextChange:
 
     document_id: int
     ordinal: int
+    title: str
     search_text: str
     origin: str
     derived_from: int | None = None
@@ -155,16 +157,17 @@ class IndexedTextChange:
 
 def update_indexed_text(builder: CandidateBuilder, changes: list[IndexedTextChange]) -> int:
     """Re-embed and re-index the given chunks of the candidate (copied there first)."""
-    from store.indexing import vector_literal
+    from store.indexing import embed_chunks, vector_array_literal, vector_literal
     from store.lexical import lexical_text
 
     if not changes:
         return 0
-    vectors = builder.embedder.embed_passages([c.search_text for c in changes])
+    vectors = embed_chunks(builder.embedder, [c.title for c in changes], [c.search_text for c in changes])
     with builder.store.session() as s:
-        for change, vector in zip(changes, vectors):
+        for change, v in zip(changes, vectors):
             s.execute(_UPDATE_INDEXED, {
-                "search_text": change.search_text, "embedding": vector_literal(vector), "origin": change.origin,
+                "search_text": change.search_text, "embedding": vector_literal(v.embedding),
+                "sentence_embeddings": vector_array_literal(v.sentence_embeddings), "origin": change.origin,
                 "derived_from": change.derived_from, "config": builder.version.text_search_config,
                 "lexical": lexical_text(change.search_text, builder.version.lexical_scheme), "v": builder.id, "document_id": change.document_id,
                 "ordinal": change.ordinal,

@@ -10,7 +10,7 @@ import random
 import sqlalchemy as sa
 
 from store.kb_versions import activate, require_active
-from store.indexing import PreparedChunk
+from store.indexing import PreparedChunk, embed_chunks
 
 from .candidate import CandidateBuilder
 
@@ -36,11 +36,12 @@ def degrade(store, embedder, *, fragment_tokens: int = 24, noise_share: float = 
             piece = ("" if cjk else " ").join(words)
         texts.append(piece)
         indexed.append(piece if strip_titles else f"{title}\n{piece}")
-    vectors = embedder.embed_passages(indexed)
+    vectors = embed_chunks(embedder, ["" if strip_titles else title for _, title, _ in pieces], indexed)
     by_doc: dict[int, list[PreparedChunk]] = {}
-    for (doc_id, _, _), text, search, vector in zip(pieces, texts, indexed, vectors):
+    for (doc_id, _, _), text, search, v in zip(pieces, texts, indexed, vectors):
         chunks = by_doc.setdefault(doc_id, [])
-        chunks.append(PreparedChunk(len(chunks), text, search, embedder.count_tokens(text), vector))
+        chunks.append(PreparedChunk(len(chunks), text, search, embedder.count_tokens(text), v.embedding,
+                                    v.sentence_embeddings))
     for doc_id, chunks in by_doc.items():
         builder.write(doc_id, chunks)
     version = builder.finish()

@@ -1,0 +1,25 @@
+"""store.sentences: the units a chunk's sentence vectors are made of."""
+
+from store.sentences import split_sentences
+
+
+def test_japanese_sentences_end_at_the_full_stop_and_keep_closing_brackets():
+    text = "梅雨は気象現象である。「梅雨入り」は発表される。」雨季の一種だ！本当？"
+    assert split_sentences(text) == ["梅雨は気象現象である。", "「梅雨入り」は発表される。」", "雨季の一種だ！ 本当？"]
+
+
+def test_english_full_stops_split_only_before_a_space():
+    text = "Pi is about 3.14 in most uses. See e.g.this page! Really?\nA new line"
+    assert split_sentences(text) == ["Pi is about 3.14 in most uses.", "See e.g.this page!", "Really?",
+                                     "A new line"]
+
+
+def test_short_pieces_join_the_next_sentence_or_the_last():
+    assert split_sentences("1.\nThe first step is to boil water.\nAll done.") == [
+        "1. The first step is to boil water.", "All done."]
+    assert split_sentences("A long enough sentence. Ok.") == ["A long enough sentence. Ok."]
+
+
+def test_blank_text_has_no_sentences_and_text_without_punctuation_is_one():
+    assert split_sentences(" \n\t ") == []
+    assert split_sentences("no punctuation at all here") == ["no punctuation at all here"]
