@@ -1,4 +1,4 @@
-"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|revert`, `kaizen export qa`,
+"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|revert|prune`, `kaizen export qa`,
 `kaizen bench recovery`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gaps)
 
-    kb = sub.add_parser("kb", help="the knowledge base's change log; revert a repair")
+    kb = sub.add_parser("kb", help="the knowledge base's change log; revert a repair; prune old versions")
     ksub = kb.add_subparsers(dest="kb_command", required=True)
     p = ksub.add_parser("log", help="changes to the knowledge base, newest first, with metrics before/after")
     p.add_argument("--limit", type=int, default=30)
@@ -29,6 +29,11 @@ def register(sub) -> None:
     p.add_argument("change_id", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_kb_revert)
+    p = ksub.add_parser("prune", help="delete the chunks of old retired KB versions")
+    p.add_argument("--keep", type=int, default=2, help="retired versions to keep, most recently active first (default 2)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be pruned")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_kb_prune)
 
     ex = sub.add_parser("export", help="export training data")
     xsub = ex.add_subparsers(dest="export_command", required=True)
@@ -153,6 +158,30 @@ def cmd_kb_revert(args) -> int:
     else:
         out.print(f"reverted change {result['reverted']}: KB version {result['active']} is active again "
                   f"(version {result['retired']} retired)")
+    return 0
+
+
+def cmd_kb_prune(args) -> int:
+    from store.prune import PruneError, prune_retired
+
+    from .console import err, out, print_json
+    from .cli_store import open_store
+
+    try:
+        report = prune_retired(open_store(), keep=args.keep, dry_run=args.dry_run)
+    except PruneError as exc:
+        err.print(f"kaizen: {exc}", highlight=False)
+        return 2
+    if args.json:
+        print_json(report.as_dict())
+        return 0
+    verb = "would prune" if report.dry_run else "pruned"
+    for v in report.pruned:
+        out.print(f"{verb} KB version {v.id} ({v.reason}, active from {(v.activated_at or '?')[:19]}): "
+                  f"{v.chunks} chunks", highlight=False)
+    kept = ", ".join(map(str, report.kept)) or "none"
+    out.print(f"{verb} {len(report.pruned)} retired versions, {report.chunks} chunks; kept retired versions: {kept}",
+              highlight=False)
     return 0
 
 

@@ -156,6 +156,9 @@ def status_data(store) -> dict:
             "SELECT count(*) FROM active_chunks a JOIN chunks c USING (id) WHERE c.sentence_embeddings IS NULL"
         )).scalar_one()
         versions = dict(s.execute(sa.text("SELECT status, count(*) FROM kb_versions GROUP BY status")).all())
+        retired_chunks = s.execute(sa.text(
+            "SELECT count(*) FROM chunks c JOIN kb_versions v ON v.id = c.kb_version AND v.status = 'retired'"
+        )).scalar_one()
     caps = store.capabilities
     return {
         "database": {
@@ -171,6 +174,7 @@ def status_data(store) -> dict:
         "active_chunks": chunks,
         "active_chunks_without_sentence_vectors": without_sentences,
         "kb_versions": versions,
+        "retired_chunks": retired_chunks,
         "active_kb_version": None if version is None else {
             "id": version.id, "reason": version.reason, "embedding_model": version.embedding_model,
             "embedding_dim": version.embedding_dim, "text_search_config": version.text_search_config,
@@ -203,6 +207,9 @@ def cmd_status(args) -> int:
     if data["active_chunks_without_sentence_vectors"]:
         out.print(f"{data['active_chunks_without_sentence_vectors']} active chunks were indexed before sentence "
                   "vectors and are ranked by their chunk vector alone; `kaizen reindex` adds them", highlight=False)
+    if data["retired_chunks"]:
+        out.print(f"{data['retired_chunks']} chunks belong to {data['kb_versions'].get('retired', 0)} retired KB "
+                  "versions (kept for `kaizen kb revert`); `kaizen kb prune` frees the older ones", highlight=False)
     out.print(f"models: embedding {data['models']['embedding']}", highlight=False)
     return 0
 

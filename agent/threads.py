@@ -7,7 +7,8 @@ import secrets
 
 import sqlalchemy as sa
 
-_SETUP_LOCK = 7234003
+from store import locks
+
 
 
 def new_thread_id() -> str:
@@ -36,11 +37,11 @@ class Checkpoints:
         self.saver = PostgresSaver(self.pool)
         with self.pool.connection() as conn:
             # Two processes starting at once (REPL + worker) must not race the checkpointer's own migrations.
-            conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (locks.THREAD_SETUP,))
             try:
                 self.saver.setup()
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (locks.THREAD_SETUP,))
 
     def close(self) -> None:
         self.pool.close()

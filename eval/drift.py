@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
+from store import locks
 from store.config import env_float, env_int
 
 log = logging.getLogger(__name__)
 
 PROBE_METRICS = ("recall@5", "mrr@10")
-_ALERT_LOCK = 7234004
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def check_drift(store, settings: DriftSettings | None = None) -> list[int]:
     if not drops:
         return []
     with store.session() as s:
-        s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ALERT_LOCK})  # two workers, one alert
+        s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.DRIFT_ALERTS})  # two workers, one alert
         alerted = set(s.execute(sa.text(
             "SELECT metric FROM quality_alerts WHERE kb_version = :v AND status <> 'repaired' "
             "UNION SELECT jsonb_array_elements(detail->'drops')->>'metric' FROM quality_alerts "

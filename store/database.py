@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import locks
 from .config import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Store:
         cfg.attributes["engine"] = self.engine
         with self._migrate_lock, self.engine.begin() as conn:
             # Concurrent starters (REPL + worker) serialise on an advisory lock instead of racing DDL.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7234001)"))
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.MIGRATIONS})
             cfg.attributes["connection"] = conn
             try:
                 command.upgrade(cfg, "head")

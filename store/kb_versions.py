@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from . import locks
 from .config import StoreSettings
 from .lexical import BIGRAMS, CURRENT_SCHEME
 
@@ -82,6 +83,13 @@ def create_vector_index(session: Session, version_id: int, dim: int) -> None:
     )
 
 
+def drop_version_chunks(session: Session, version_id: int) -> int:
+    """Delete a version's chunks and its vector index, in the caller's transaction; the number of chunks."""
+    deleted = session.execute(sa.text("DELETE FROM chunks WHERE kb_version = :v"), {"v": int(version_id)}).rowcount
+    session.execute(sa.text(f"DROP INDEX IF EXISTS {index_name(version_id)}"))
+    return deleted
+
+
 def create_version(
     session: Session,
     *,
@@ -122,7 +130,8 @@ def create_version(
 
 def ensure_active_version(session: Session, embedding_model: str, embedding_dim: int, settings: StoreSettings) -> KBVersion:
     """The active version, created on first use; refuses a KB embedded with another model."""
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(7234002)"))  # two first ingests create one version
+    # Two first ingests create one version.
+    session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.FIRST_VERSION})
     version = active_version(session)
     if version is None:
         version = create_version(

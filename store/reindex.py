@@ -13,11 +13,13 @@ from typing import Callable
 
 import sqlalchemy as sa
 
+from . import locks
 from .chunking import Chunker
 from .database import Store
 from .embeddings import Embedder
 from .indexing import prepare, write_chunks
-from .kb_versions import activate, active_version, create_vector_index, create_version, record_change
+from .kb_versions import (activate, active_version, create_vector_index, create_version, drop_version_chunks,
+                          record_change)
 
 ACTOR = "kaizen reindex"
 
@@ -43,12 +45,11 @@ class ReindexReport:
 def clean_abandoned(store: Store) -> list[int]:
     """Versions left `building` by a crashed reindex: mark them rolled back and free their chunks."""
     with store.session() as s:
-        s.execute(sa.text("SELECT pg_advisory_xact_lock(7234003)"))
+        s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.ABANDONED_VERSIONS})
         ids = s.execute(sa.text("UPDATE kb_versions SET status = 'rolled_back' WHERE status = 'building' "
                                 "RETURNING id")).scalars().all()
         for version_id in ids:
-            s.execute(sa.text("DELETE FROM chunks WHERE kb_version = :v"), {"v": version_id})
-            s.execute(sa.text(f"DROP INDEX IF EXISTS chunks_embedding_v{int(version_id)}"))
+            drop_version_chunks(s, version_id)
             record_change(s, kind="version_abandoned", kb_version=version_id, target=f"kb_version:{version_id}",
                           before={"status": "building"}, after={"status": "rolled_back"}, actor=ACTOR,
                           decision="rolled_back")
@@ -62,7 +63,7 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
     # One reindex at a time across processes: a second one waits on this session-level lock, held on a
     # connection of its own for the whole rebuild.
     lock = store.engine.connect()
-    lock.execute(sa.text("SELECT pg_advisory_lock(7234004)"))
+    lock.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.REINDEX})
     try:
         clean_abandoned(store)
         with store.session() as s:
@@ -104,7 +105,7 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
             activate(s, new.id, actor=ACTOR, reason=reason,
                      metrics={"documents": len(docs), "chunks": total_chunks})
     finally:
-        lock.execute(sa.text("SELECT pg_advisory_unlock(7234004)"))
+        lock.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.REINDEX})
         lock.close()
     return ReindexReport(previous.id if previous else None, new.id, len(docs), total_chunks,
                          time.perf_counter() - started)

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from store.chunking import Chunker
 from store.indexing import PreparedChunk, prepare, write_chunks
-from store.kb_versions import KBVersion, create_vector_index, create_version, get_version, index_name, record_change
+from store.kb_versions import (KBVersion, create_vector_index, create_version, drop_version_chunks, get_version,
+                               record_change)
 
 _COPY = sa.text(
     """
@@ -124,8 +125,7 @@ def discard_version(store, version_id: int, *, actor: str, reason: str) -> None:
         if status not in ("building", "candidate"):
             return
         s.execute(sa.text("UPDATE kb_versions SET status = 'rolled_back' WHERE id = :id"), {"id": version_id})
-        s.execute(sa.text("DELETE FROM chunks WHERE kb_version = :id"), {"id": version_id})
-        s.execute(sa.text(f"DROP INDEX IF EXISTS {index_name(version_id)}"))
+        drop_version_chunks(s, version_id)
         record_change(s, kind="version_rolled_back", kb_version=version_id, target=f"kb_version:{version_id}",
                       before={"status": status}, after={"status": "rolled_back", "reason": reason}, actor=actor,
                       decision="rolled_back")

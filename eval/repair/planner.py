@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
+from store import locks
 from store.config import env_int
 from store.kb_versions import activate, record_change, require_active
 from store.reindex import clean_abandoned
@@ -27,8 +28,8 @@ from .trust import GOLD_METRICS, trusted_llm_metrics
 
 log = logging.getLogger(__name__)
 
-PLANNER_LOCK = 7234005
-REINDEX_LOCK = 7234004  # store.reindex's lock
+PLANNER_LOCK = locks.PLANNER
+REINDEX_LOCK = locks.REINDEX
 ACTOR = "kaizen planner"
 
 

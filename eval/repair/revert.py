@@ -64,6 +64,9 @@ def revert(store, change_id: int, actor: str = ACTOR) -> dict:
                               " instead")
         parent = get_version(s, parent_id)
         chunks = s.execute(sa.text("SELECT count(*) FROM chunks WHERE kb_version = :v"), {"v": parent.id}).scalar_one()
+        if parent.status == "pruned":
+            raise RevertError(f"KB version {parent.id}, which change {change_id} replaced, was pruned (`kaizen kb prune`"
+                              "): its chunks are gone, so it cannot be made active again")
         if parent.status != "retired" or not chunks:
             raise RevertError(f"KB version {parent.id}, which change {change_id} replaced, is {parent.status} with "
                               f"{chunks} chunks: it cannot be made active again")
