@@ -174,6 +174,7 @@ def _bad_feedback(store, question, correction):
 def test_corrections_become_user_knowledge_and_reverts_respect_later_changes(tiny_kb, embedder, tmp_path):
     from eval.repair.planner import run_planner
     from eval.repair.revert import RevertError, revert
+    from store.reindex import reindex
 
     first = active_id(tiny_kb)
     _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
@@ -193,9 +194,17 @@ def test_corrections_become_user_knowledge_and_reverts_respect_later_changes(tin
     cli = run_cli("kb", "revert", str(one.change_id))
     assert cli.returncode == 2 and "revert those first" in cli.stderr and "Traceback" not in cli.stderr
     assert revert(tiny_kb, two.change_id)["active"] == one.candidate_version
-    assert revert(tiny_kb, one.change_id)["active"] == first
+    undone = revert(tiny_kb, one.change_id)
+    assert undone["active"] == first and len(undone["documents_withdrawn"]) == 1
     with pytest.raises(RevertError, match="already reverted"):
         revert(tiny_kb, one.change_id)
+    # The reverted corrections are withdrawn: a reindex, which chunks the documents table, does not bring them back.
+    with tiny_kb.session() as s:
+        statuses = s.execute(sa.text("SELECT status FROM documents WHERE source_uri LIKE 'kaizen://feedback/%'"))
+        assert sorted(statuses.scalars()) == ["missing", "missing"]
+    reindex(tiny_kb, embedder)
+    with tiny_kb.session() as s:
+        assert s.execute(sa.text("SELECT count(*) FROM active_chunks WHERE origin = 'user'")).scalar_one() == 0
 
     log = json.loads(run_cli("kb", "log", "--json").stdout)
     assert [r["kind"] for r in log[:2]] == ["revert", "revert"]
@@ -214,6 +223,48 @@ def test_a_revert_is_refused_when_documents_were_ingested_after_the_repair(tiny_
     assert ingest(tiny_kb, embedder, [str(tmp_path / "more.md")]).ok
     with pytest.raises(RevertError, match="would drop those changes"):
         revert(tiny_kb, one.change_id)
+
+
+def test_a_reverted_reingest_puts_the_old_text_back_and_is_not_proposed_again(clean_store, embedder, tmp_path):
+    from eval.probe_sets import import_probes
+    from eval.repair.diagnose import staleness
+    from eval.repair.planner import run_planner
+    from eval.repair.revert import revert
+    from store.ingest import ingest
+    from store.reindex import reindex
+
+    reset_eval(clean_store)
+    # The source first held the wrong text (so its probe ranks it low: a re-ingest can gain on MRR@10).
+    wrong = [*TINY, {"id": "d-tides", "title": "Baking", "text": "Bread rises because yeast makes carbon dioxide."}]
+    right = [*TINY, {"id": "d-tides", "title": "Tides", "text": "Tides are caused by the Moon's gravity pulling on "
+                     "the oceans; there are two high tides a day."}]
+    corpus = _jsonl(tmp_path / "corpus.jsonl", wrong)
+    assert ingest(clean_store, embedder, [str(corpus)]).ok
+    questions = [*QUESTIONS, {"id": "q-tides", "question": "What causes the tides?", "gold_passage_ids": ["d-tides"],
+                              "reference": "the Moon"}]
+    import_probes(clean_store, _jsonl(tmp_path / "q.jsonl", questions), probe_set="tides", heldout_share=1.0)
+    first = active_id(clean_store)
+    _jsonl(corpus, right)  # the source changed on disk
+    [repair] = [r for r in run_planner(clean_store, embedder=embedder, max_rounds=1).results
+                if r.action["kind"] == "reingest_sources"]
+    assert repair.decision == "promoted", repair.reason
+
+    def tides_body():
+        with clean_store.session() as s:
+            return s.execute(sa.text("SELECT body FROM documents WHERE source_id = 'd-tides'")).scalar_one()
+
+    assert "gravity" in tides_body()
+    undone = revert(clean_store, repair.change_id)
+    assert undone["active"] == first and len(undone["documents_restored"]) == 1
+    assert "yeast" in tides_body()  # the documents table agrees with the active chunks again
+    assert staleness(clean_store) == []  # the reverted text is not proposed again ...
+    reindex(clean_store, embedder)  # ... and a reindex keeps the revert
+    with clean_store.session() as s:
+        text = s.execute(sa.text("SELECT string_agg(c.text, ' ') FROM active_chunks c JOIN documents d "
+                                 "ON d.id = c.document_id WHERE d.source_id = 'd-tides'")).scalar_one()
+    assert "yeast" in text and "gravity" not in text
+    report = ingest(clean_store, embedder, [str(corpus)])  # a person's ingest still takes the new text
+    assert report.ok and "gravity" in tides_body()
 
 
 def test_improve_dry_run_gaps_and_export_from_the_cli(tiny_kb, embedder, tmp_path):

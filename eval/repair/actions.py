@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 import sqlalchemy as sa
 
 from store.indexing import content_hash, search_text_for
+from store.kb_versions import record_change
 
 from .candidate import CandidateBuilder, IndexedTextChange, update_indexed_text
 from .llm_outputs import generate_enrichment, generate_rewrite
@@ -57,7 +58,7 @@ class Action:
     def build(self, builder: CandidateBuilder, ctx: RepairContext) -> dict:
         raise NotImplementedError
 
-    def on_promote(self, session, candidate_id: int) -> None:
+    def on_promote(self, session, candidate_id: int, actor: str) -> None:
         pass
 
     def on_discard(self, store) -> None:
@@ -175,12 +176,18 @@ class ReingestSources(Action):
         docs = [(doc_id, d.title, d.text) for doc_id, d in self._loaded.items()]
         return {"documents": len(docs), "chunks": builder.rechunk(docs, check=ctx.check)}
 
-    def on_promote(self, session, candidate_id):
+    def on_promote(self, session, candidate_id, actor):
+        # The replaced row goes into the change log, so that `kaizen kb revert` can put it back.
         for doc_id, doc in self._loaded.items():
+            previous = session.execute(sa.text("SELECT title, body, content_hash, source_id FROM documents "
+                                               "WHERE id = :id FOR UPDATE"), {"id": doc_id}).mappings().one()
+            digest = content_hash(doc.title, doc.text)
             session.execute(sa.text(
                 "UPDATE documents SET title = :t, body = :b, content_hash = :h, source_id = :sid, updated_at = now() "
-                "WHERE id = :id"), {"t": doc.title, "b": doc.text, "h": content_hash(doc.title, doc.text),
-                                    "sid": doc.source_id, "id": doc_id})
+                "WHERE id = :id"), {"t": doc.title, "b": doc.text, "h": digest, "sid": doc.source_id, "id": doc_id})
+            record_change(session, kind="document_replaced", kb_version=candidate_id, document_id=doc_id,
+                          target=doc.source_uri, before=dict(previous), after={"content_hash": digest},
+                          actor=actor)
 
 
 def uri_path(uri: str) -> str:
@@ -218,6 +225,11 @@ class AddCorrection(Action):
             s.execute(sa.text("UPDATE chunks SET origin = 'user' WHERE kb_version = :v AND document_id = :d"),
                       {"v": builder.id, "d": self._document_id})
         return {"document_id": self._document_id, "chunks": written, "source_uri": uri}
+
+    def on_promote(self, session, candidate_id, actor):
+        # A revert withdraws the document again (kaizen kb revert), or a later reindex would bring it back.
+        record_change(session, kind="document_added", kb_version=candidate_id, document_id=self._document_id,
+                      target=f"kaizen://feedback/{self.feedback_id}", after={"origin": "user"}, actor=actor)
 
     def on_discard(self, store):
         if self._document_id is not None:

@@ -132,6 +132,10 @@ def staleness(store) -> list[Finding]:
     with store.session() as s:
         rows = s.execute(sa.text("SELECT source_uri, source_path, content_hash FROM documents "
                                  "WHERE status = 'active' AND source_uri LIKE 'file://%'")).all()
+        # Source texts a person reverted (kaizen kb revert): not proposed again; `kaizen ingest` still takes them.
+        rejected = {tuple(r) for r in s.execute(sa.text(
+            "SELECT r.key, r.value FROM kb_changes c, jsonb_each_text(c.after->'rejected') r "
+            "WHERE c.kind = 'revert'"))}
     by_path: dict[str, dict[str, str]] = {}
     for uri, path, digest in rows:
         by_path.setdefault(path, {})[uri] = digest
@@ -144,7 +148,7 @@ def staleness(store) -> list[Finding]:
         for uri, digest in known.items():
             if uri not in current:
                 vanished.append(uri)
-            elif current[uri] != digest:
+            elif current[uri] != digest and (uri, current[uri]) not in rejected:
                 changed.append(uri)
     out = []
     if changed:

@@ -151,7 +151,7 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
                              metrics={"heldout": result.metrics_after})
                     s.execute(sa.text("UPDATE kb_versions SET metrics = metrics || CAST(:m AS jsonb) WHERE id = :id"),
                               {"m": __import__("json").dumps({"heldout": result.metrics_after}), "id": builder.id})
-                    action.on_promote(s, builder.id)
+                    action.on_promote(s, builder.id, actor)
                     result.decision = "promoted"
             if result.decision != "promoted":
                 result.decision = "rolled_back"

@@ -72,6 +72,34 @@ def revert(store, change_id: int, actor: str = ACTOR) -> dict:
                               f"{chunks} chunks: it cannot be made active again")
         create_vector_index(s, parent.id, parent.embedding_dim)
         activate(s, parent.id, actor=actor, reason=f"revert of change {change_id}")
+        documents = _restore_documents(s, version.id)
         record_change(s, kind="revert", kb_version=parent.id, target=f"kb_change:{change_id}",
-                      before={"active": version.id}, after={"active": parent.id}, decision="reverted", actor=actor)
-    return {"reverted": change_id, "active": parent.id, "retired": version.id}
+                      before={"active": version.id}, after={"active": parent.id, **documents}, decision="reverted",
+                      actor=actor)
+    return {"reverted": change_id, "active": parent.id, "retired": version.id, **documents}
+
+
+def _restore_documents(session, version_id: int) -> dict:
+    """Undo what the repair changed outside its KB version, from its own change rows: a replaced document gets
+    its previous title, body and hash back (`rejected` keeps the hash of the text it reverted, so the planner
+    does not propose it again; `kaizen ingest` still takes it), an added one is withdrawn (status `missing`).
+    Without this a later `kaizen reindex`, which chunks the documents table, would silently redo the repair."""
+    rows = session.execute(sa.text(
+        "SELECT kind, document_id, target, before, after FROM kb_changes WHERE kb_version = :v "
+        "AND kind IN ('document_replaced', 'document_added') AND document_id IS NOT NULL ORDER BY id"),
+        {"v": version_id}).mappings().all()
+    restored, withdrawn, rejected = [], [], {}
+    for row in rows:
+        if row["kind"] == "document_replaced":
+            before = row["before"]
+            session.execute(sa.text(
+                "UPDATE documents SET title = :title, body = :body, content_hash = :content_hash, "
+                "source_id = :source_id, updated_at = now() WHERE id = :id"), {**before, "id": row["document_id"]})
+            restored.append(row["document_id"])
+            rejected[row["target"]] = row["after"]["content_hash"]
+        else:
+            session.execute(sa.text("UPDATE documents SET status = 'missing', updated_at = now() WHERE id = :id"),
+                            {"id": row["document_id"]})
+            withdrawn.append(row["document_id"])
+    return {"documents_restored": restored, "documents_withdrawn": withdrawn, "rejected": rejected}
+
