@@ -180,7 +180,8 @@ def cmd_kb_prune(args) -> int:
         out.print(f"{verb} KB version {v.id} ({v.reason}, active from {(v.activated_at or '?')[:19]}): "
                   f"{v.chunks} chunks", highlight=False)
     kept = ", ".join(map(str, report.kept)) or "none"
-    out.print(f"{verb} {len(report.pruned)} retired versions, {report.chunks} chunks; kept retired versions: {kept}",
+    n = len(report.pruned)
+    out.print(f"{verb} {n} retired version{'s' * (n != 1)}, {report.chunks} chunks; kept retired versions: {kept}",
               highlight=False)
     return 0
 

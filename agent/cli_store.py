@@ -208,8 +208,9 @@ def cmd_status(args) -> int:
         out.print(f"{data['active_chunks_without_sentence_vectors']} active chunks were indexed before sentence "
                   "vectors and are ranked by their chunk vector alone; `kaizen reindex` adds them", highlight=False)
     if data["retired_chunks"]:
-        out.print(f"{data['retired_chunks']} chunks belong to {data['kb_versions'].get('retired', 0)} retired KB "
-                  "versions (kept for `kaizen kb revert`); `kaizen kb prune` frees the older ones", highlight=False)
+        retired = data["kb_versions"].get("retired", 0)
+        out.print(f"{data['retired_chunks']} chunks belong to {retired} retired KB version{'s' * (retired != 1)} "
+                  "(kept for `kaizen kb revert`); `kaizen kb prune` frees the older ones", highlight=False)
     out.print(f"models: embedding {data['models']['embedding']}", highlight=False)
     return 0
 
