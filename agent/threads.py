@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from store import locks
 
 
-
 def new_thread_id() -> str:
     return "t-" + secrets.token_hex(4)
 

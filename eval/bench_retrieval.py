@@ -63,9 +63,8 @@ def evaluate_modes(store, embedder, questions: list[dict], modes=("hybrid", "vec
 
 def run(corpus: str, questions_path: str, limit: int | None = None, home: str | None = None) -> dict:
     from store.lexical import CURRENT_SCHEME
-    from store.search import BM25_B, BM25_K1, CJK_BM25_B, CJK_BM25_K1
-
     from store.indexing import sentence_texts
+    from store.search import BM25_B, BM25_K1, CJK_BM25_B, CJK_BM25_K1
 
     from .bench_store import bench_store, ingest_corpus
 

@@ -180,7 +180,7 @@ def check_drift(store, settings: DriftSettings | None = None) -> list[int]:
     if not drops:
         return []
     with store.session() as s:
-        s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.DRIFT_ALERTS})  # two workers, one alert
+        locks.hold(s, locks.DRIFT_ALERTS)  # two workers, one alert
         alerted = set(s.execute(sa.text(
             "SELECT metric FROM quality_alerts WHERE kb_version = :v AND status <> 'repaired' "
             "UNION SELECT jsonb_array_elements(detail->'drops')->>'metric' FROM quality_alerts "

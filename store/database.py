@@ -136,7 +136,7 @@ class Store:
         cfg.attributes["engine"] = self.engine
         with self._migrate_lock, self.engine.begin() as conn:
             # Concurrent starters (REPL + worker) serialise on an advisory lock instead of racing DDL.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.MIGRATIONS})
+            locks.hold(conn, locks.MIGRATIONS)
             cfg.attributes["connection"] = conn
             try:
                 command.upgrade(cfg, "head")

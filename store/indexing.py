@@ -70,13 +70,12 @@ def load_chunk_vectors(session: Session, chunk_ids: list[int]) -> dict[int, Chun
         sa.text("SELECT id, embedding::text, sentence_embeddings::text[] FROM chunks WHERE id = ANY(:ids)"),
         {"ids": list(chunk_ids)},
     ).all()
-    return {
-        row[0]: ChunkVectors(
-            _parse_vector(row[1]),
-            np.array([_parse_vector(v) for v in row[2] or []], dtype=np.float32).reshape(-1, len(row[1].split(","))),
-        )
-        for row in rows
-    }
+    out = {}
+    for chunk_id, embedding, sentences in rows:
+        vector = _parse_vector(embedding)
+        out[chunk_id] = ChunkVectors(
+            vector, np.array([_parse_vector(v) for v in sentences or []], dtype=np.float32).reshape(-1, len(vector)))
+    return out
 
 
 def _parse_vector(text: str) -> np.ndarray:

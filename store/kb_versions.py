@@ -131,7 +131,7 @@ def create_version(
 def ensure_active_version(session: Session, embedding_model: str, embedding_dim: int, settings: StoreSettings) -> KBVersion:
     """The active version, created on first use; refuses a KB embedded with another model."""
     # Two first ingests create one version.
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.FIRST_VERSION})
+    locks.hold(session, locks.FIRST_VERSION)
     version = active_version(session)
     if version is None:
         version = create_version(

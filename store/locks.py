@@ -10,3 +10,11 @@ REINDEX = 7234004  # store.reindex (whole rebuild), the repair planner while it 
 PLANNER = 7234005  # eval.repair.planner: one planner at a time; reverts and prunes
 THREAD_SETUP = 7234006  # agent.threads: the checkpointer's tables are created once
 DRIFT_ALERTS = 7234007  # eval.drift: two workers raise one alert
+
+
+def hold(session, *keys: int) -> None:
+    """Take these transaction-level advisory locks, in order, in the session's (or connection's) transaction."""
+    import sqlalchemy as sa
+
+    for key in keys:
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})

@@ -77,8 +77,7 @@ def prune_retired(store, keep: int = 2, dry_run: bool = False, actor: str = ACTO
             report.pruned.append(PrunedVersion(row["id"], row["reason"], row["activated_at"], row["chunks"]))
             continue
         with store.session() as s:
-            s.execute(sa.text("SELECT pg_advisory_xact_lock(:a), pg_advisory_xact_lock(:b)"),
-                      {"a": locks.PLANNER, "b": locks.REINDEX})
+            locks.hold(s, locks.PLANNER, locks.REINDEX)
             status = s.execute(sa.text("SELECT status FROM kb_versions WHERE id = :id FOR UPDATE"),
                                {"id": row["id"]}).scalar()
             if status != "retired":  # re-activated by a revert since the list was read

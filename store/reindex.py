@@ -45,7 +45,7 @@ class ReindexReport:
 def clean_abandoned(store: Store) -> list[int]:
     """Versions left `building` by a crashed reindex: mark them rolled back and free their chunks."""
     with store.session() as s:
-        s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.ABANDONED_VERSIONS})
+        locks.hold(s, locks.ABANDONED_VERSIONS)
         ids = s.execute(sa.text("UPDATE kb_versions SET status = 'rolled_back' WHERE status = 'building' "
                                 "RETURNING id")).scalars().all()
         for version_id in ids:

@@ -101,15 +101,16 @@ def test_a_crash_half_way_leaves_the_active_version_untouched(tiny_kb, embedder)
 
 
 def test_two_planners_one_runs_the_other_exits_with_a_message(tiny_kb, embedder):
-    from eval.repair.planner import PLANNER_LOCK, run_planner
+    from eval.repair.planner import run_planner
+    from store import locks
 
     with tiny_kb.engine.connect() as other:
-        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PLANNER_LOCK})
+        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.PLANNER})
         plan = run_planner(tiny_kb, embedder=embedder)
         assert plan.status == "busy" and "another repair planner is running" in plan.message
         cli = run_cli("improve")
         assert cli.returncode == 1 and "another repair planner is running" in cli.stderr
-        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNER_LOCK})
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.PLANNER})
     assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"
 
 

@@ -28,8 +28,6 @@ from .trust import GOLD_METRICS, trusted_llm_metrics
 
 log = logging.getLogger(__name__)
 
-PLANNER_LOCK = locks.PLANNER
-REINDEX_LOCK = locks.REINDEX
 ACTOR = "kaizen planner"
 
 
@@ -114,7 +112,7 @@ def _record(session, action: Action, result: ActionResult, actor: str) -> int:
 def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutScorer, actor: str,
            reindex_lock_conn) -> ActionResult:
     started = time.perf_counter()
-    reindex_lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": REINDEX_LOCK})
+    reindex_lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.REINDEX})
     reindex_lock_conn.commit()
     try:
         with store.session() as s:
@@ -166,7 +164,7 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
             result.change_id = _record(s, action, result, actor)
         return result
     finally:
-        reindex_lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": REINDEX_LOCK})
+        reindex_lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.REINDEX})
         reindex_lock_conn.commit()
 
 
@@ -199,7 +197,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
         from store.embeddings import load_embedder
 
         embedder = load_embedder(threads=store.settings.embed_threads)
-    lock = _Lock(store, PLANNER_LOCK, wait)
+    lock = _Lock(store, locks.PLANNER, wait)
     if not lock.held:
         lock.release()
         return Plan("busy", "another repair planner is running on this knowledge base; this one exits without "
@@ -272,7 +270,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
 def run_actions(store, embedder, actions: list[Action], *, llm=None, check=None,
                 actor: str = ACTOR) -> list[ActionResult]:
     """Apply given actions (no diagnosis) under the same locks and guard: for tests and scripted repairs."""
-    lock = _Lock(store, PLANNER_LOCK, wait=True)
+    lock = _Lock(store, locks.PLANNER, wait=True)
     try:
         ctx = RepairContext(store, embedder, llm or _default_llm, check=check)
         scorer = HeldoutScorer(store, embedder)

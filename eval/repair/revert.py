@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from store import locks
 from store.kb_versions import activate, create_vector_index, get_version, record_change
 
 ACTOR = "kaizen kb revert"
@@ -28,8 +29,6 @@ def change_log(store, limit: int = 50, repairs_only: bool = False) -> list[dict]
 
 
 def revert(store, change_id: int, actor: str = ACTOR) -> dict:
-    from .planner import PLANNER_LOCK, REINDEX_LOCK
-
     with store.session() as s:
         change = s.execute(sa.text("SELECT id, kind, kb_version, decision, before FROM kb_changes WHERE id = :id"),
                            {"id": change_id}).mappings().first()
@@ -38,8 +37,7 @@ def revert(store, change_id: int, actor: str = ACTOR) -> dict:
         if not change["kind"].startswith("repair:") or change["decision"] != "promoted":
             raise RevertError(f"change {change_id} is a {change['kind']} ({change['decision']}): only promoted repairs "
                               "can be reverted")
-        s.execute(sa.text("SELECT pg_advisory_xact_lock(:a), pg_advisory_xact_lock(:b)"),
-                  {"a": PLANNER_LOCK, "b": REINDEX_LOCK})
+        locks.hold(s, locks.PLANNER, locks.REINDEX)
         version = get_version(s, change["kb_version"])
         parent_id = (change["before"] or {}).get("base_version") or version.parent_id
         already = s.execute(sa.text("SELECT id FROM kb_changes WHERE kind = 'revert' AND target = :t"),
