@@ -11,7 +11,7 @@ BENCH_OUT ?= bench-results
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chat test bench bench-retrieval bench-answer bench-judge bench-recovery docs clean
+.PHONY: install chat test test-fast lint bench bench-retrieval bench-answer bench-judge bench-recovery docs clean
 
 install: $(STAMP)
 
@@ -34,8 +34,16 @@ chat: install
 	trap '[ -n "$$worker" ] && kill -TERM $$worker 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/kaizen chat
 
+# The whole suite against the real parts (PostgreSQL, the embedder, the GGUF models); the slowest tests are listed.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
+
+# The developer's loop, under a minute: no LLM generation, no whole corpus, no `kaizen` subprocesses.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" --durations=5
+
+lint: install
+	$(BIN)/ruff check .
 
 # Every benchmark writes its JSON to $(BENCH_OUT). The answer, judge and recovery runs take tens of minutes on two
 # cores; `make bench-retrieval` is the quick part alone.
@@ -60,9 +68,9 @@ bench-recovery: install
 	$(BIN)/kaizen bench recovery --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/recovery-clapnq.json
 	$(BIN)/kaizen bench recovery --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --limit 400 --json > $(BENCH_OUT)/recovery-jsquad.json
 
-# Regenerate the README's schema and graph sections from the code (tests/test_readme_docs.py checks them).
+# Regenerate the generated pages in docs/ (CLI, configuration, schema, graph) from the code; tests/test_docs.py checks them.
 docs: install
-	$(BIN)/python -m tests.readme_docs --write README.md
+	$(BIN)/python -m cli.docs --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
+from store.errors import KaizenError
+
 
 def explain(exc: BaseException) -> str | None:
-    from store.config import ConfigError
-    from store.database import StoreUnavailable
-    from store.kb_versions import EmbeddingModelMismatch, NoActiveVersion
-    from store.search import SearchError
-    from store.sql_console import SqlError
-
-    if isinstance(exc, (ConfigError, StoreUnavailable, EmbeddingModelMismatch, NoActiveVersion, SearchError, SqlError)):
-        return str(exc)
-    agent_message = _explain_agent(exc)
-    if agent_message is not None:
-        return agent_message
-    import sqlalchemy as sa
-
-    if isinstance(exc, sa.exc.OperationalError):
-        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        return f"lost the connection to the database: {detail}"
-    if isinstance(exc, sa.exc.DBAPIError):
-        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        return f"database error: {detail}"
-    return None
-
-
-def _explain_agent(exc: BaseException) -> str | None:
-    """The answering side: model files and settings, questions, feedback, the checkpointer's own connection."""
-    from .model_files import ModelFileError
-
-    if isinstance(exc, ModelFileError):
-        return str(exc)
-    from .llm import LLMError
-
-    if isinstance(exc, LLMError):
-        return str(exc)
-    from .graph import QuestionError
-    from .recorder import FeedbackError
-
-    if isinstance(exc, (QuestionError, FeedbackError)):
+    """The one-line message for a failure Kaizen knows: its own (every `KaizenError` carries one), and the
+    database, driver and LangGraph exceptions below. None for anything else: a bug, which keeps its traceback."""
+    if isinstance(exc, KaizenError):
         return str(exc)
     from langgraph.errors import GraphRecursionError
 
@@ -48,10 +17,19 @@ def _explain_agent(exc: BaseException) -> str | None:
     import psycopg
     import psycopg_pool
 
+    # The checkpointer's own pool talks to psycopg directly; the store goes through SQLAlchemy.
     if isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"lost the connection to the database: {detail}"
+        return f"lost the connection to the database: {_first_line(exc)}"
     if isinstance(exc, psycopg.Error):
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"database error: {detail}"
+        return f"database error: {_first_line(exc)}"
+    import sqlalchemy as sa
+
+    if isinstance(exc, sa.exc.OperationalError):
+        return f"lost the connection to the database: {_first_line(getattr(exc, 'orig', exc))}"
+    if isinstance(exc, sa.exc.DBAPIError):
+        return f"database error: {_first_line(getattr(exc, 'orig', exc))}"
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

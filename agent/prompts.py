@@ -1,7 +1,8 @@
 """Every prompt the graph sends, in one place.
 
 All calls start with the same messages (`shared_prefix`: the system rules and one worked example), so llama.cpp
-reuses that part of its KV cache across the graph's calls and across questions; the answer check continues the answer's own conversation (system, context + question, the
+reuses that part of its KV cache across the graph's calls and across questions; the answer check
+continues the answer's own conversation (system, context + question, the
 answer), so it only processes its short question. Document text is data: it sits between <context> markers,
 the markers inside documents are neutralised, and the system message says never to follow instructions from it.
 """

@@ -8,6 +8,8 @@ import math
 
 import sqlalchemy as sa
 
+from store.errors import KaizenError
+
 
 def _num(value):
     if value is None:
@@ -53,18 +55,18 @@ def record_turn(store, state: dict, model: str) -> int:
         ).scalar_one()
         in_context = {p["chunk_id"] for p in state.get("passages") or []}
         cited = {c["chunk_id"] for c in state.get("citations") or []}
-        last_attempt = max((h.get("attempt", 0) for h in state.get("all_hits") or []), default=0)
+        last_attempt = max((h.attempt for h in state.get("all_hits") or []), default=0)
         rows = []
-        for hit in state.get("all_hits") or []:
-            final = hit.get("attempt", 0) == last_attempt
+        for hit in state.get("all_hits") or []:  # agent.state.Hit
+            final = hit.attempt == last_attempt
             rows.append({
-                "iid": interaction_id, "attempt": hit.get("attempt", 0), "query": hit.get("query", "")[:4000],
-                "chunk": hit["chunk_id"], "rank": hit["rank"], "score": _num(hit.get("score")) or 0.0,
-                "vrank": hit.get("vector_rank"), "trank": hit.get("text_rank"),
-                "vscore": _num(hit.get("vector_score")), "tscore": _num(hit.get("text_score")),
-                "relevant": bool(hit.get("relevant")),
-                "in_context": final and hit["chunk_id"] in in_context,
-                "cited": final and hit["chunk_id"] in cited,
+                "iid": interaction_id, "attempt": hit.attempt, "query": hit.query[:4000],
+                "chunk": hit.chunk_id, "rank": hit.rank, "score": _num(hit.score) or 0.0,
+                "vrank": hit.vector_rank, "trank": hit.text_rank,
+                "vscore": _num(hit.vector_score), "tscore": _num(hit.text_score),
+                "relevant": bool(hit.relevant),
+                "in_context": final and hit.chunk_id in in_context,
+                "cited": final and hit.chunk_id in cited,
             })
         if rows:
             s.execute(
@@ -77,10 +79,9 @@ def record_turn(store, state: dict, model: str) -> int:
                 rows,
             )
         grades = [
-            {"iid": interaction_id, "grader": g["grader"], "verdict": g["verdict"], "score": _num(g.get("score")),
-             "detail": json.dumps(g.get("detail") or {}, ensure_ascii=False, default=str),
-             "err": g.get("parse_error")}
-            for g in state.get("grades") or []
+            {"iid": interaction_id, "grader": g.grader, "verdict": g.verdict, "score": _num(g.score),
+             "detail": json.dumps(g.detail or {}, ensure_ascii=False, default=str), "err": g.parse_error}
+            for g in state.get("grades") or []  # agent.state.Grade
         ]
         if grades:
             s.execute(
@@ -97,7 +98,7 @@ def record_turn(store, state: dict, model: str) -> int:
     return int(interaction_id)
 
 
-class FeedbackError(ValueError):
+class FeedbackError(KaizenError, ValueError):
     pass
 
 

@@ -119,7 +119,7 @@ class Repl:
             self.answer(line)
 
     def report(self, exc: BaseException) -> None:
-        from .errors import explain
+        from agent.errors import explain
 
         message = explain(exc) or f"{type(exc).__name__}: {exc}"
         self.say(f"error: {message}", style="31", err=True)

@@ -1,38 +1,57 @@
-"""The graph's typed state, its settings, and the run-scoped context the nodes use.
+"""The graph's typed state, its settings (declared in agent.settings), and the run-scoped context the nodes use.
 
-State holds only plain data (it is checkpointed to Postgres per thread): the conversation `history` persists
+State holds only plain data and two dataclasses, `Hit` and `Grade` (it is checkpointed to Postgres per thread;
+agent.threads lets the checkpointer rebuild `CHECKPOINTED_TYPES`): the conversation `history` persists
 across turns; everything else is reset by `turn_input` at the start of each turn. Loop counters (`rewrites`,
 `regenerations`) and their caps live in the state; `recursion_limit` backs them.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, TypedDict
 
-from store.config import ConfigError, env_flag, env_float, env_int
+from store.search import SearchHit
+
+from .settings import AgentSettings
 
 
-class Hit(TypedDict, total=False):
-    chunk_id: int
-    document_id: int
-    source_uri: str
-    source_id: str | None
-    title: str
-    ordinal: int
-    text: str
-    score: float
-    vector_rank: int | None
-    text_rank: int | None
-    vector_score: float | None
-    text_score: float | None
-    rank: int
-    attempt: int
-    query: str
-    relevant: bool
+@dataclass
+class Hit(SearchHit):
+    """A search hit as the graph keeps it: the store's hit, where it ranked in which retrieval of the turn, and
+    whether grading found it relevant."""
+
+    rank: int = 0
+    attempt: int = 0  # 0 for the first retrieval, 1 after the first rewrite, ...
+    query: str = ""  # the search query that found it
+    relevant: bool = False
+    # The vector score it is graded by, when that is not its own `vector_score`: hits a rewritten query found are
+    # graded against the (standalone) question, and None means the question could not be scored against it.
+    question_score: float | None = None
+    rescored: bool = False  # question_score applies
+
+    @property
+    def grade_score(self) -> float | None:
+        return self.question_score if self.rescored else self.vector_score
+
+
+@dataclass
+class Grade:
+    """One grader's verdict in a turn, as recorded in the `grades` table (`detail` becomes its jsonb column)."""
+
+    grader: str
+    verdict: str
+    score: float | None = None
+    detail: dict = field(default_factory=dict)
+    parse_error: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+CHECKPOINTED_TYPES: tuple[type, ...] = (Hit, Grade)
 
 
 class PassageDict(TypedDict, total=False):
@@ -81,49 +100,12 @@ class AgentState(TypedDict, total=False):
     retry: bool
     warning: str | None
     citations: list[dict]
-    grades: list[dict]
+    grades: list[Grade]
     gap_reason: str | None
     timings: dict[str, float]
     usage: dict[str, Any]
     interaction_id: int | None
     notices: list[str]
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    top_k: int = 4  # chunks retrieved per search
-    max_rewrites: int = 1  # query rewrites when nothing relevant came back
-    max_regenerations: int = 1  # stricter answers when the check fails
-    # The vector score (0.2 x chunk + 0.8 x best-sentence cosine, as search ranks) for a chunk to count as relevant.
-    # At 0.83 the top hit passes for 99.0% of ClapNQ dev's answerable questions and 86.6% of its unanswerable ones
-    # (99.8% of JSQuAD's); the whole-passage cosine at 0.82, before sentence vectors, passed 99.5% / 92.1%.
-    relevance_min: float = 0.83
-    grounded_min: float = 0.5  # share of the answer's words found in the cited passages
-    llm_grade: bool = True  # the model's yes/no "does the context answer it?", on the answer prompt's own prefix
-    llm_check: bool = True  # the model's own yes/no check, on the KV-cached answer conversation
-    # P(yes) / (P(yes) + P(no)) the grade needs for "the context answers"; None: the chat model's default below.
-    grade_min_yes: float | None = None
-    history_turns: int = 3  # earlier turns shown to the follow-up rewriter
-    question_max_tokens: int = 768  # longer questions are cut for the prompt (recorded in full)
-
-    @classmethod
-    def from_env(cls) -> "AgentSettings":
-        return cls(
-            top_k=env_int("KAIZEN_TOP_K", cls.top_k, minimum=1),
-            max_rewrites=env_int("KAIZEN_MAX_REWRITES", cls.max_rewrites, minimum=0),
-            max_regenerations=env_int("KAIZEN_MAX_REGENERATIONS", cls.max_regenerations, minimum=0),
-            relevance_min=env_float("KAIZEN_RELEVANCE_MIN", cls.relevance_min),
-            grounded_min=env_float("KAIZEN_GROUNDED_MIN", cls.grounded_min),
-            llm_grade=env_flag("KAIZEN_LLM_GRADE", cls.llm_grade),
-            llm_check=env_flag("KAIZEN_LLM_CHECK", cls.llm_check),
-            grade_min_yes=_optional_probability("KAIZEN_GRADE_MIN_YES"),
-            history_turns=env_int("KAIZEN_HISTORY_TURNS", cls.history_turns, minimum=0),
-            question_max_tokens=env_int("KAIZEN_QUESTION_MAX_TOKENS", cls.question_max_tokens, minimum=32),
-        )
-
-    def recursion_limit(self) -> int:
-        """Steps one turn can take at most, with a margin; the caps in the state end every loop before this."""
-        return 4 + 3 * (self.max_rewrites + 1) + 2 * (self.max_regenerations + 1) + 4
 
 
 # How the grade decides, per chat model (a lower-case piece of the GGUF file name): "probability" reads P(yes) /
@@ -143,7 +125,13 @@ GRADE_READING_BY_MODEL: tuple[tuple[str, str, float | None], ...] = (
 GRADE_READING_FALLBACK: tuple[str, float | None] = ("reply", None)
 
 
-def grade_reading(settings: AgentSettings, model_name: str) -> tuple[str, float | None, str]:
+class GradeReading(NamedTuple):
+    reading: str  # "probability" or "reply"
+    threshold: float | None  # on P(yes), for "probability"
+    source: str  # where they came from: "default", "default for <model>", "KAIZEN_GRADE_MIN_YES"
+
+
+def grade_reading(settings: AgentSettings, model_name: str) -> GradeReading:
     """How the grade decides ("probability" or "reply"), the threshold on P(yes), and where they came from (all
     recorded with the grade). KAIZEN_GRADE_MIN_YES sets the threshold and so asks for the probability."""
     name = model_name.lower()
@@ -154,17 +142,7 @@ def grade_reading(settings: AgentSettings, model_name: str) -> tuple[str, float 
             break
     if settings.grade_min_yes is not None:
         reading, threshold, source = "probability", settings.grade_min_yes, "KAIZEN_GRADE_MIN_YES"
-    return reading, threshold, source
-
-
-def _optional_probability(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    value = env_float(name, 0.5)
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name}={value} must be between 0 and 1")
-    return value
+    return GradeReading(reading, threshold, source)
 
 
 @dataclass
@@ -174,7 +152,7 @@ class Context:
     store: Any
     embedder: Any
     llm: Any
-    settings: AgentSettings = field(default_factory=AgentSettings)
+    settings: AgentSettings = field(default_factory=AgentSettings.defaults)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 

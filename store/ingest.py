@@ -132,7 +132,8 @@ def _mark_missing(store: Store, version: KBVersion, uris: list[str]) -> int:
             if doc_id is None:
                 continue
             removed = s.execute(
-                sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"), {"id": doc_id, "v": version.id}
+                sa.text("DELETE FROM chunks WHERE document_id = :id AND kb_version = :v"),
+                {"id": doc_id, "v": version.id}
             ).rowcount
             record_change(s, kind="document_missing", kb_version=version.id, document_id=doc_id, target=uri,
                           before={"status": "active", "chunks": removed}, after={"status": "missing"}, actor=ACTOR)
@@ -176,7 +177,7 @@ def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progres
     chunker = Chunker(embedder.count_tokens, version.chunk_tokens, version.chunk_overlap)
 
     loaded: list[LoadedFile] = []
-    for item in load_paths(paths):
+    for item in load_paths(paths, settings.max_file_bytes):
         if isinstance(item, LoadError):
             report.errors.append(item)
         else:

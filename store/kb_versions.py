@@ -13,15 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import locks
-from .config import StoreSettings
+from .errors import KaizenError
 from .lexical import BIGRAMS, CURRENT_SCHEME
+from .settings import StoreSettings
 
 
-class EmbeddingModelMismatch(RuntimeError):
+class EmbeddingModelMismatch(KaizenError, RuntimeError):
     pass
 
 
-class NoActiveVersion(RuntimeError):
+class NoActiveVersion(KaizenError, RuntimeError):
     pass
 
 
@@ -128,7 +129,9 @@ def create_version(
     return get_version(session, version_id)
 
 
-def ensure_active_version(session: Session, embedding_model: str, embedding_dim: int, settings: StoreSettings) -> KBVersion:
+def ensure_active_version(
+    session: Session, embedding_model: str, embedding_dim: int, settings: StoreSettings
+) -> KBVersion:
     """The active version, created on first use; refuses a KB embedded with another model."""
     # Two first ingests create one version.
     locks.hold(session, locks.FIRST_VERSION)

@@ -15,7 +15,8 @@ from typing import Iterator
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 HTML_SUFFIXES = {".html", ".htm"}
 SUPPORTED = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl"}
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_MB = 20  # the default of KAIZEN_MAX_FILE_MB (store.settings); this module needs only the standard library
+DEFAULT_MAX_BYTES = DEFAULT_MAX_MB * 1024 * 1024
 
 
 @dataclass
@@ -48,11 +49,6 @@ class LoadedFile:
         return not self.errors
 
 
-def max_file_bytes() -> int:
-    raw = os.environ.get("KAIZEN_MAX_FILE_MB")
-    return int(float(raw) * 1024 * 1024) if raw else DEFAULT_MAX_BYTES
-
-
 def discover(paths: list[str]) -> tuple[list[Path], list[LoadError]]:
     """Expand folders (recursively, skipping hidden entries) into supported files."""
     files: list[Path] = []
@@ -73,19 +69,20 @@ def discover(paths: list[str]) -> tuple[list[Path], list[LoadError]]:
                         files.append(candidate.resolve())
         elif path.suffix.lower() not in SUPPORTED:
             errors.append(
-                LoadError(raw, f"unsupported file type {path.suffix or '(none)'}: use one of {', '.join(sorted(SUPPORTED))}")
+                LoadError(
+                    raw, f"unsupported file type {path.suffix or '(none)'}: use one of {', '.join(sorted(SUPPORTED))}"
+                )
             )
         else:
             files.append(path.resolve())
     return list(dict.fromkeys(files)), errors
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int) -> bytes:
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise ValueError(f"cannot read: {exc.strerror.lower() if exc.strerror else exc}") from None
-    limit = max_file_bytes()
     if size > limit:
         raise ValueError(
             f"file is {size / 1048576:.1f} MB, over the {limit / 1048576:.0f} MB limit "
@@ -121,16 +118,16 @@ def _markdown_title(text: str, fallback: str) -> str:
     return fallback
 
 
-def _load_text(path: Path) -> SourceDocument:
-    text = _decode_text(_read_bytes(path))
+def _load_text(path: Path, limit: int) -> SourceDocument:
+    text = _decode_text(_read_bytes(path, limit))
     title = _markdown_title(text, path.stem) if path.suffix.lower() != ".txt" else path.stem
     return SourceDocument(path.as_uri(), str(path), title, text, metadata={"format": path.suffix.lower()[1:]})
 
 
-def _load_html(path: Path) -> SourceDocument:
+def _load_html(path: Path, limit: int) -> SourceDocument:
     from bs4 import BeautifulSoup
 
-    data = _read_bytes(path)
+    data = _read_bytes(path, limit)
     if b"\x00" in data[:8192]:
         raise ValueError("looks like a binary file (it contains NUL bytes), not HTML")
     soup = BeautifulSoup(data, "html.parser")
@@ -144,11 +141,11 @@ def _load_html(path: Path) -> SourceDocument:
     return SourceDocument(path.as_uri(), str(path), title or path.stem, text, metadata={"format": "html"})
 
 
-def _load_pdf(path: Path) -> SourceDocument:
+def _load_pdf(path: Path, limit: int) -> SourceDocument:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
-    data = _read_bytes(path)
+    data = _read_bytes(path, limit)
     if not data.startswith(b"%PDF"):
         raise ValueError("not a PDF file (no %PDF header)")
     import io
@@ -171,8 +168,8 @@ def _load_pdf(path: Path) -> SourceDocument:
     )
 
 
-def _load_jsonl(path: Path) -> LoadedFile:
-    raw = _read_bytes(path)
+def _load_jsonl(path: Path, limit: int) -> LoadedFile:
+    raw = _read_bytes(path, limit)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -213,24 +210,25 @@ def _load_jsonl(path: Path) -> LoadedFile:
     return LoadedFile(str(path), docs, errors)
 
 
-def load_file(path: Path) -> LoadedFile:
+def load_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedFile:
+    """One file's documents; a file over `max_bytes` (the store's KAIZEN_MAX_FILE_MB) is refused."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            return _load_jsonl(path)
+            return _load_jsonl(path, max_bytes)
         if suffix in HTML_SUFFIXES:
-            doc = _load_html(path)
+            doc = _load_html(path, max_bytes)
         elif suffix == ".pdf":
-            doc = _load_pdf(path)
+            doc = _load_pdf(path, max_bytes)
         else:
-            doc = _load_text(path)
+            doc = _load_text(path, max_bytes)
     except ValueError as exc:
         return LoadedFile(str(path), [], [LoadError(str(path), str(exc))])
     return LoadedFile(str(path), [doc], [])
 
 
-def load_paths(paths: list[str]) -> Iterator[LoadedFile | LoadError]:
+def load_paths(paths: list[str], max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[LoadedFile | LoadError]:
     files, errors = discover(paths)
     yield from errors
     for path in files:
-        yield load_file(path)
+        yield load_file(path, max_bytes)

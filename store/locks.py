@@ -1,7 +1,15 @@
 """PostgreSQL advisory lock keys, one per purpose, all in one place so that two purposes never share a key.
 
 (They once did: the drift check's alert lock was the reindex lock, so a worker's drift check waited for a whole
-`kaizen reindex` or repair to finish.)"""
+`kaizen reindex` or repair to finish.)
+
+`hold` takes transaction-level locks (released with the transaction); `session_lock` holds a session-level one
+for a block, on a connection of its own."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 MIGRATIONS = 7234001  # store.database: one process runs the migrations
 FIRST_VERSION = 7234002  # store.kb_versions: two first ingests create one KB version
@@ -9,7 +17,7 @@ ABANDONED_VERSIONS = 7234003  # store.reindex: clean versions left `building` by
 REINDEX = 7234004  # store.reindex (whole rebuild), the repair planner while it builds, reverts, prunes
 PLANNER = 7234005  # eval.repair.planner: one planner at a time; reverts and prunes
 THREAD_SETUP = 7234006  # agent.threads: the checkpointer's tables are created once
-DRIFT_ALERTS = 7234007  # eval.drift: two workers raise one alert
+DRIFT_ALERTS = 7234007  # eval.worker.drift: two workers raise one alert
 
 
 def hold(session, *keys: int) -> None:
@@ -18,3 +26,38 @@ def hold(session, *keys: int) -> None:
 
     for key in keys:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+@contextmanager
+def session_lock(connection, key: int, *, wait: bool = True) -> Iterator[bool]:
+    """Hold a session-level advisory lock for the block, on a connection of its own (a SQLAlchemy connection, or a
+    psycopg one), across as many transactions as the block runs elsewhere; it is released when the block ends,
+    also by an exception. Yields whether the lock was taken: always with `wait`, which waits for it; without,
+    False at once when another session holds it (the block then runs without the lock, to report that)."""
+    if wait:
+        _scalar(connection, "pg_advisory_lock", key)
+        held = True
+    else:
+        held = bool(_scalar(connection, "pg_try_advisory_lock", key))
+    try:
+        yield held
+    finally:
+        if held:
+            _scalar(connection, "pg_advisory_unlock", key)
+
+
+def _scalar(connection, function: str, key: int):
+    """`SELECT function(key)`, committed, so that the lock's connection is never left idle in a transaction."""
+    import sqlalchemy as sa
+
+    if isinstance(connection, sa.Connection):
+        value = connection.execute(sa.text(f"SELECT {function}(:k)"), {"k": key}).scalar()
+        connection.commit()
+    else:  # psycopg (whatever row factory the connection has)
+        from psycopg.rows import tuple_row
+
+        with connection.cursor(row_factory=tuple_row) as cursor:
+            value = cursor.execute(f"SELECT {function}(%s)", (key,)).fetchone()[0]
+        if not connection.autocommit:
+            connection.commit()
+    return value

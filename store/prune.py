@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 
 from . import locks
+from .errors import KaizenError
 from .kb_versions import drop_version_chunks, record_change
 
 ACTOR = "kaizen kb prune"
 
 
-class PruneError(ValueError):
+class PruneError(KaizenError, ValueError):
     pass
 
 

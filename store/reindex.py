@@ -18,8 +18,14 @@ from .chunking import Chunker
 from .database import Store
 from .embeddings import Embedder
 from .indexing import prepare, write_chunks
-from .kb_versions import (activate, active_version, create_vector_index, create_version, drop_version_chunks,
-                          record_change)
+from .kb_versions import (
+    activate,
+    active_version,
+    create_vector_index,
+    create_version,
+    drop_version_chunks,
+    record_change,
+)
 
 ACTOR = "kaizen reindex"
 
@@ -62,9 +68,7 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
     settings = store.settings
     # One reindex at a time across processes: a second one waits on this session-level lock, held on a
     # connection of its own for the whole rebuild.
-    lock = store.engine.connect()
-    lock.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.REINDEX})
-    try:
+    with store.engine.connect() as lock, locks.session_lock(lock, locks.REINDEX):
         clean_abandoned(store)
         with store.session() as s:
             previous = active_version(s)
@@ -104,8 +108,5 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
             s.execute(sa.text("UPDATE kb_versions SET status = 'candidate' WHERE id = :id"), {"id": new.id})
             activate(s, new.id, actor=ACTOR, reason=reason,
                      metrics={"documents": len(docs), "chunks": total_chunks})
-    finally:
-        lock.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.REINDEX})
-        lock.close()
     return ReindexReport(previous.id if previous else None, new.id, len(docs), total_chunks,
                          time.perf_counter() - started)

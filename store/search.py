@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .embeddings import Embedder
-from .indexing import vector_literal
+from .errors import KaizenError
 from .kb_versions import KBVersion, check_embedding_model, require_active
 from .lexical import cjk_ratio, lexical_text
 
@@ -41,7 +42,7 @@ VECTOR_POOL_FACTOR = 4
 COMMON_TERM_SHARE = 0.5
 
 
-class SearchError(ValueError):
+class SearchError(KaizenError, ValueError):
     pass
 
 
@@ -72,7 +73,8 @@ class Filters:
     def sql(self) -> str:
         parts = []
         if self.source_prefix:
-            parts.append("AND c.document_id IN (SELECT id FROM documents WHERE starts_with(source_uri, :source_prefix))")
+            parts.append(
+                "AND c.document_id IN (SELECT id FROM documents WHERE starts_with(source_uri, :source_prefix))")
         if self.document_ids:
             parts.append("AND c.document_id = ANY(:document_ids)")
         return " ".join(parts)
@@ -230,9 +232,9 @@ def search(
     query = query.replace("\x00", " ")
     if len(query) > MAX_QUERY_CHARS:
         query = query[:MAX_QUERY_CHARS]  # the embedder reads 512 tokens at most anyway
-    from .config import StoreSettings
+    from .settings import StoreSettings
 
-    settings = settings or StoreSettings.from_env()
+    settings = settings or StoreSettings.defaults()  # the caller passes its settings; None: the declared defaults
     filters = filters or Filters()
     version = version or require_active(session)
     check_embedding_model(version, embedder.name, embedder.dim)
@@ -256,7 +258,7 @@ def search(
     }
     if mode != "text":
         vec = query_vector if query_vector is not None else embedder.embed_queries([query])[0]
-        params["qvec"] = vector_literal(vec)
+        params["qvec"] = np.asarray(vec, dtype=np.float32)  # a `vector`, through pgvector's adapter
         session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(max(40, min(1000, pool)))}"))
     sql = build_query(version, mode, filters, exact_vectors=filters.active, fusion=settings.fusion)
     rows = session.execute(sa.text(sql), params).all()

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from .database import Store
+from .errors import KaizenError
 
 
-class SqlError(ValueError):
+class SqlError(KaizenError, ValueError):
     pass
 
 
@@ -33,18 +34,33 @@ def run_sql(store: Store, statement: str, *, write: bool = False, max_rows: int 
             with raw.transaction():
                 if not write:
                     raw.execute("SET TRANSACTION READ ONLY")
-                cur = raw.execute(statement, prepare=True)
+                cur = _vectors_as_text(raw.cursor())
+                cur.execute(statement, prepare=True)
                 columns = [d.name for d in cur.description] if cur.description else []
                 rows = cur.fetchmany(max_rows) if cur.description else []
                 status = cur.statusmessage or ""
         except psycopg.errors.ReadOnlySqlTransaction:
-            raise SqlError("this statement writes to the database; `kaizen sql` is read-only unless you add --write") from None
+            raise SqlError(
+                "this statement writes to the database; `kaizen sql` is read-only unless you add --write"
+            ) from None
         except psycopg.Error as exc:
             message = (exc.diag.message_primary if getattr(exc, "diag", None) else None) or str(exc)
             if "multiple commands" in message:
                 message = "give one statement at a time"
             raise SqlError(message) from None
     return SqlResult(columns, [tuple(r) for r in rows], status)
+
+
+def _vectors_as_text(cursor):
+    """Vectors shown as PostgreSQL prints them (`[0.1,0.2]`), not as the `pgvector.Vector` objects that the
+    adapter registered on the store's connections (store.database) reads them into."""
+    from psycopg.types.string import TextLoader
+
+    info = cursor.adapters.types.get("vector")
+    if info is not None:
+        cursor.adapters.register_loader(info.oid, TextLoader)
+        cursor.adapters.register_loader(info.array_oid, TextLoader)
+    return cursor
 
 
 def schema_markdown(store: Store) -> str:

@@ -4,17 +4,15 @@ and the real embedding model."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+
+from tests.support.common import reset
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Fixtures shared by several test files live in tests/support/ and are registered here.
+pytest_plugins = ["tests.support.repair"]
 
 
 @pytest.fixture(scope="session")
@@ -44,28 +42,7 @@ def embedder():
     return load_embedder(threads=2)
 
 
-def reset(store) -> None:
-    with store.session() as s:
-        names = s.execute(sa.text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'chunks_embedding_v%'")).scalars().all()
-        for name in names:
-            s.execute(sa.text(f'DROP INDEX IF EXISTS "{name}"'))
-        s.execute(sa.text("TRUNCATE documents, chunks, kb_versions, kb_changes, ingest_runs RESTART IDENTITY CASCADE"))
-
-
 @pytest.fixture
 def clean_store(store):
     reset(store)
     return store
-
-
-def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `kaizen ...` as a person would, in a child process sharing the test database."""
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import sqlalchemy as sa
 
-from tests.test_agent_support import FakeLLM, build_kb, clean_agent_tables
+from tests.support.agent import FakeLLM, build_kb, clean_agent_tables
 
 pytestmark = pytest.mark.slow
 
@@ -116,16 +114,18 @@ def test_empty_and_very_long_questions(agent, kb):
 def test_context_overflow_is_trimmed_not_fatal(kb, embedder, monkeypatch):
     from agent.graph import Agent
     from agent.llm import LLMSettings, get_llm
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
 
     # A 1024-token window with 352 tokens of it kept for the reply has no room for all three passages.
     monkeypatch.setenv("KAIZEN_LLM_CTX", "1024")
     monkeypatch.setenv("KAIZEN_LLM_MAX_TOKENS", "352")
-    small = get_llm(LLMSettings.from_env())
+    small = get_llm(LLMSettings.from_settings(AgentSettings()))
     assert small.n_ctx == 1024
-    long_question = "Which facts does the knowledge base hold about " + "the Kestrel Point lighthouse and its keeper " * 40
+    long_question = (
+        "Which facts does the knowledge base hold about " + "the Kestrel Point lighthouse and its keeper " * 40
+    )
     a = Agent(kb, llm=small, embedder=embedder, persist=False,
-              settings=dataclasses.replace(AgentSettings(), top_k=3, relevance_min=0.0, question_max_tokens=150))
+              settings=AgentSettings(top_k=3, relevance_min=0.0, question_max_tokens=150))
     result = a.ask(long_question)
     assert result.interaction_id is not None
     assert any("context window" in n for n in result.notices), result.notices
@@ -136,10 +136,10 @@ def test_context_overflow_is_trimmed_not_fatal(kb, embedder, monkeypatch):
 def test_regeneration_loop_is_capped(kb, embedder):
     """A model whose answers never pass the check: one stricter retry (the cap), then a visible warning."""
     from agent.graph import Agent
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
 
     fake = FakeLLM("Miso is a dragon who lives on the moon [7].", json_reply={"check": '"no"'})
-    settings = dataclasses.replace(AgentSettings(), max_regenerations=2)
+    settings = AgentSettings(max_regenerations=2)
     a = Agent(kb, llm=fake, embedder=embedder, persist=False, settings=settings)
     events = []
     result = a.ask("What is the name of Kaizen's mascot?", on_event=events.append)
@@ -158,7 +158,8 @@ def test_context_the_model_says_does_not_answer_leads_to_a_rewrite_then_abstenti
     a = Agent(kb, llm=fake, embedder=embedder, persist=False)
     result = a.ask("What is the name of Kaizen's mascot?")
     assert result.abstained and result.rewrites == 1 and fake.generations == 0
-    rows = _all(kb, "SELECT grader, verdict FROM grades WHERE interaction_id = :id ORDER BY id", id=result.interaction_id)
+    rows = _all(kb, "SELECT grader, verdict FROM grades WHERE interaction_id = :id ORDER BY id",
+                id=result.interaction_id)
     assert [r for r in rows if r[0] == "llm_context_grade"] == [("llm_context_grade", "does not answer")] * 2
     gap = _one(kb, "SELECT reason FROM knowledge_gaps WHERE interaction_id = :id", id=result.interaction_id)
     assert gap.reason == "context does not answer"
@@ -169,10 +170,10 @@ def test_context_grade_abstains_below_the_yes_probability_threshold(kb, embedder
     """The grade reads P(yes) and compares it with the threshold (a setting): a model leaning "yes" (0.7) still
     abstains when the threshold asks for more, and the grade records score, threshold and where it came from."""
     from agent.graph import Agent
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
 
     fake = FakeLLM("Miso is a cat [1].", json_reply={"grade": p_yes, "rewrite": '{"query": "Kaizen mascot name"}'})
-    settings = dataclasses.replace(AgentSettings(), grade_min_yes=threshold, llm_check=False)
+    settings = AgentSettings(grade_min_yes=threshold, llm_check=False)
     a = Agent(kb, llm=fake, embedder=embedder, persist=True, settings=settings)
     result = a.ask("What is the name of Kaizen's mascot?")
     assert result.abstained is abstains and (fake.generations == 0) is abstains
@@ -183,19 +184,20 @@ def test_context_grade_abstains_below_the_yes_probability_threshold(kb, embedder
 
 
 def test_grade_reading_defaults_per_model_and_setting_overrides(monkeypatch):
-    from agent.state import GRADE_READING_FALLBACK, AgentSettings, grade_reading
-    from store.config import ConfigError
+    from agent.settings import AgentSettings
+    from agent.state import GRADE_READING_FALLBACK, grade_reading
+    from store.settings import ConfigError
 
     assert grade_reading(AgentSettings(), "some-other-model.gguf") == (*GRADE_READING_FALLBACK, "default")
     reading, value, source = grade_reading(AgentSettings(), "Qwen2.5-Coder-1.5B-Instruct.gguf")
     assert reading == "probability" and 0.5 < value < 1.0 and source == "default for qwen2.5-coder-1.5b"
     assert grade_reading(AgentSettings(), "SmolLM2-135M-Instruct.Q4_1.gguf")[:2] == ("reply", None)
     monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "0.9")
-    assert grade_reading(AgentSettings.from_env(), "SmolLM2-135M-Instruct.Q4_1.gguf") == \
+    assert grade_reading(AgentSettings(), "SmolLM2-135M-Instruct.Q4_1.gguf") == \
         ("probability", 0.9, "KAIZEN_GRADE_MIN_YES")
     monkeypatch.setenv("KAIZEN_GRADE_MIN_YES", "1.5")
     with pytest.raises(ConfigError, match="KAIZEN_GRADE_MIN_YES"):
-        AgentSettings.from_env()
+        AgentSettings()
 
 
 def test_recursion_limit_backs_the_caps(kb, embedder):
@@ -204,10 +206,10 @@ def test_recursion_limit_backs_the_caps(kb, embedder):
 
     from agent.errors import explain
     from agent.graph import Agent
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
 
     fake = FakeLLM("Miso is a dragon [9].", json_reply={"check": '"no"'})
-    settings = dataclasses.replace(AgentSettings(), max_regenerations=1000)
+    settings = AgentSettings(max_regenerations=1000)
     a = Agent(kb, llm=fake, embedder=embedder, persist=False, settings=settings)
     a.config = lambda thread_id: {"configurable": {"thread_id": thread_id}, "recursion_limit": 12}
     with pytest.raises(GraphRecursionError) as info:
@@ -218,12 +220,13 @@ def test_recursion_limit_backs_the_caps(kb, embedder):
 
 def test_malformed_grader_output_is_recorded_not_raised(kb, embedder):
     from agent.graph import Agent
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
 
     # a paraphrase (not a near copy), so the check asks the model's own yes/no, which comes back malformed
-    fake = FakeLLM("Miso, a cheerful red panda, is the mascot; Aiko Tanaka drew it [1].", json_reply={"check": '"yes, oops'})
+    fake = FakeLLM("Miso, a cheerful red panda, is the mascot; Aiko Tanaka drew it [1].",
+                   json_reply={"check": '"yes, oops'})
     a = Agent(kb, llm=fake, embedder=embedder, persist=False,
-              settings=dataclasses.replace(AgentSettings(), max_regenerations=0))
+              settings=AgentSettings(max_regenerations=0))
     result = a.ask("What is the name of Kaizen's mascot?")
     assert result.answer.startswith("Miso") and result.verified is True and fake.json_calls == 2  # grade, check
     row = _one(kb, "SELECT verdict, parse_error FROM grades WHERE interaction_id = :id AND grader = 'llm_self_check'",
@@ -295,12 +298,13 @@ def test_each_recorded_answer_is_handed_on_for_evaluation(kb, embedder):
 
 
 def test_answers_in_the_cli_are_queued_for_the_worker(kb):
-    from tests.conftest import run_cli
+    from tests.support.common import run_cli
 
     done = run_cli("ask", "How tall is the Kestrel Point lighthouse?", "--json")
     assert done.returncode == 0, done.stderr
     interaction_id = __import__("json").loads(done.stdout)["interaction_id"]
     with kb.session() as s:
-        queued = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE '%evaluate_interaction' "
+        queued = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs "
+                                   "WHERE task_name LIKE '%evaluate_interaction' "
                                    "AND (args->>'interaction_id')::bigint = :id"), {"id": interaction_id}).scalar_one()
     assert queued == 1

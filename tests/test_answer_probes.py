@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from eval.answer_probes import run_answer_probes, trusted_answer_metrics
-from tests.test_agent_support import FakeLLM, build_kb, clean_agent_tables
+from eval.probes.answers import run_answer_probes, trusted_answer_metrics
+from tests.support.agent import FakeLLM, build_kb, clean_agent_tables
 
 PROBES = [  # title, question, reference, accepted answers, split
     ("lighthouse", "How tall is the Kestrel Point lighthouse?", "The lighthouse is 42 metres tall.", ["42 metres"],
@@ -90,8 +90,9 @@ def test_the_real_agent_answers_held_out_probes_and_the_answers_are_graded(kb, e
     assert summary["llm_metrics"] == ["answer_relevancy"]
 
 
+@pytest.mark.slow
 def test_an_abstention_on_a_probe_is_a_miss(kb, embedder):
-    from eval.judge import LlamaJudge
+    from eval.judging.judge import LlamaJudge
 
     turn = SimpleNamespace(answer="The knowledge base does not say.", passages=[], abstained=True,
                            interaction_id=None)
@@ -117,8 +118,8 @@ def test_a_crash_leaves_a_failed_run_and_no_scores(kb, embedder):
 
 
 def test_by_default_only_the_metrics_the_calibration_trusts_are_used(kb, embedder):
-    from eval.calibration import MetricCalibration, store_calibration
-    from eval.judge import LlamaJudge
+    from eval.judging.calibration import MetricCalibration, store_calibration
+    from eval.judging.judge import LlamaJudge
 
     assert trusted_answer_metrics(kb, "fake-judge")[0] == ()  # no calibration: nothing is trusted
     store_calibration(kb, [

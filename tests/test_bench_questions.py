@@ -2,7 +2,7 @@
 
 import json
 
-from eval.bench_answer import load_questions
+from eval.bench.answer import load_questions
 
 
 def _write(tmp_path, rows):

@@ -8,11 +8,19 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from eval.calibration import (NO_JUDGE, Source, build_pairs, calibrate, items_for, roc_auc, swap_key_span,
-                              trusted_metrics)
-from eval.judge import LlamaJudge
-from tests.conftest import run_cli
-from tests.test_agent_support import FakeLLM
+from eval.judging.calibration import (
+    NO_JUDGE,
+    Source,
+    build_pairs,
+    calibrate,
+    items_for,
+    roc_auc,
+    swap_key_span,
+    trusted_metrics,
+)
+from eval.judging.judge import LlamaJudge
+from tests.support.agent import FakeLLM
+from tests.support.common import run_cli
 
 SOURCES = [
     Source("How tall is the Kestrel Point lighthouse?", "The Kestrel Point lighthouse is 42 metres tall.",
@@ -65,6 +73,7 @@ def _calibration_rows(store, judge_model: str) -> list[tuple]:
                                  "WHERE judge_model = :j ORDER BY id"), {"j": judge_model}).all()
 
 
+@pytest.mark.slow
 def test_calibration_rows_are_stored_and_the_latest_decides_trust(store, embedder, monkeypatch):
     with store.session() as s:
         s.execute(sa.text("DELETE FROM judge_calibration"))

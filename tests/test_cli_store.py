@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import sqlalchemy as sa
 
-from tests.conftest import REPO, run_cli
+from tests.support.common import REPO, run_cli
 
 
+@pytest.mark.slow
 def test_status_and_schema(clean_store):
     result = run_cli("status", "--json")
     assert result.returncode == 0, result.stderr
@@ -21,6 +23,7 @@ def test_status_and_schema(clean_store):
     assert data["database"]["pgvector_version"] and data["active_kb_version"] is None
 
 
+@pytest.mark.slow
 def test_ingest_search_sql_round_trip(clean_store, tmp_path):
     (tmp_path / "a.md").write_text("# Owls\n\nOwls hunt at night and can rotate their heads 270 degrees.")
     result = run_cli("ingest", str(tmp_path), "--json")
@@ -37,6 +40,7 @@ def test_ingest_search_sql_round_trip(clean_store, tmp_path):
     assert "kaizen reindex" in run_cli("status").stdout
 
 
+@pytest.mark.slow
 def test_ingest_reports_failures_with_nonzero_exit(clean_store, tmp_path):
     (tmp_path / "ok.txt").write_text("fine")
     (tmp_path / "empty.txt").write_text("")
@@ -47,6 +51,7 @@ def test_ingest_reports_failures_with_nonzero_exit(clean_store, tmp_path):
     assert "added 1" in result.stdout
 
 
+@pytest.mark.slow
 def test_sql_is_read_only_without_write(clean_store):
     result = run_cli("sql", "DELETE FROM documents")
     assert result.returncode == 2 and "--write" in result.stderr and "Traceback" not in result.stderr
@@ -58,12 +63,14 @@ def test_sql_is_read_only_without_write(clean_store):
         assert s.execute(sa.text("SELECT count(*) FROM ingest_runs")).scalar_one() == 1
 
 
+@pytest.mark.slow
 def test_sql_prompt_works_in_a_pipe(clean_store):
     result = run_cli("sql", input="SELECT 40 + 2 AS answer;\n")
     assert result.returncode == 0, result.stderr
     assert "42" in result.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_database_is_one_line(tmp_path):
     result = run_cli("status", env={"KAIZEN_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/kaizen"})
     assert result.returncode == 2
@@ -71,6 +78,7 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_database_from_a_newer_kaizen_is_a_clear_error(store):
     with store.session() as s:
         head = s.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
@@ -85,6 +93,7 @@ def test_a_database_from_a_newer_kaizen_is_a_clear_error(store):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_ingest_leaves_previous_state_intact(clean_store, tmp_path):
     """SIGKILL in the middle of an ingest: every document is either wholly old or wholly new."""
     corpus = tmp_path / "corpus.jsonl"
@@ -100,7 +109,7 @@ def test_killed_ingest_leaves_previous_state_intact(clean_store, tmp_path):
     with clean_store.session() as s:
         before = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
     write("new")
-    child = subprocess.Popen([sys.executable, "-m", "agent.cli", "ingest", str(corpus)], cwd=REPO, env=dict(os.environ),
+    child = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", str(corpus)], cwd=REPO, env=dict(os.environ),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once some, but not all, documents have been replaced

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.test_worker_support import add_interactions, break_search, build_kb
+from tests.support.worker import add_interactions, break_search, build_kb
 
 
 @pytest.fixture
@@ -16,9 +16,9 @@ def kb(clean_store, embedder, tmp_path):
 
 
 def drift_settings(min_samples: int = 6, window: int = 50, tolerance: float = 0.05):
-    from eval.drift import DriftSettings
+    from eval.settings import EvalSettings
 
-    return DriftSettings(window=window, min_samples=min_samples, tolerance=tolerance)
+    return EvalSettings(drift_window=window, drift_min_samples=min_samples, drift_tolerance=tolerance)
 
 
 def alerts(store) -> list:
@@ -28,7 +28,7 @@ def alerts(store) -> list:
 
 
 def statuses(store, settings) -> dict[str, str]:
-    from eval.drift import evaluate_drift
+    from eval.worker.drift import evaluate_drift
 
     return {c.metric: c.status for c in evaluate_drift(store, settings)}
 
@@ -38,26 +38,22 @@ def _check_while_a_reindex_runs(store, conf) -> list[int]:
     minutes: the alert must not wait for it (their lock keys once collided)."""
     import threading
 
-    from eval.drift import check_drift
+    from eval.worker.drift import check_drift
     from store import locks
 
     result: list = []
-    other = store.engine.connect()
-    other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.REINDEX})
-    try:
+    with store.engine.connect() as other, locks.session_lock(other, locks.REINDEX):
         worker = threading.Thread(target=lambda: result.append(check_drift(store, conf)), daemon=True)
         worker.start()
         worker.join(timeout=60)
         assert not worker.is_alive(), "the drift check waited for the reindex lock"
-    finally:
-        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.REINDEX})
-        other.close()
     return result[0]
 
 
+@pytest.mark.slow
 def test_a_forced_drop_raises_exactly_one_alert(kb, embedder):
-    from eval.drift import check_drift
-    from eval.probe_runs import run_probes
+    from eval.probes.runs import run_probes
+    from eval.worker.drift import check_drift
 
     conf = drift_settings()
     assert statuses(kb, conf) == {"recall@5": "no_baseline", "mrr@10": "no_baseline"}
@@ -85,9 +81,10 @@ def test_a_forced_drop_raises_exactly_one_alert(kb, embedder):
     assert len(alerts(kb)) == 1
 
 
+@pytest.mark.slow
 def test_an_explicit_baseline_replaces_the_first_run(kb, embedder):
-    from eval.drift import baseline_run
-    from eval.probe_runs import run_probes
+    from eval.probes.runs import run_probes
+    from eval.worker.drift import baseline_run
 
     conf = drift_settings()
     run_probes(kb, embedder)
@@ -100,9 +97,10 @@ def test_an_explicit_baseline_replaces_the_first_run(kb, embedder):
     assert statuses(kb, conf) == {"recall@5": "ok", "mrr@10": "ok"}
 
 
+@pytest.mark.slow
 def test_too_few_samples_raise_nothing(kb, embedder):
-    from eval.drift import check_drift
-    from eval.probe_runs import run_probes
+    from eval.probes.runs import run_probes
+    from eval.worker.drift import check_drift
 
     conf = drift_settings(min_samples=13)  # one run holds only 12 probes
     run_probes(kb, embedder)
@@ -124,7 +122,7 @@ def _falling_faithfulness(store, n: int = 20) -> None:
 
 
 def test_llm_metrics_count_only_when_calibration_trusts_them(kb, monkeypatch):
-    import eval.drift as drift
+    import eval.worker.drift as drift
 
     conf = drift_settings()
     _falling_faithfulness(kb)
@@ -135,17 +133,19 @@ def test_llm_metrics_count_only_when_calibration_trusts_them(kb, monkeypatch):
     monkeypatch.setattr(drift, "_trusted", lambda store, judge: {"faithfulness": judge == "judge.gguf"})
     checks = {c.metric: c for c in drift.evaluate_drift(kb, conf)}
     assert checks["faithfulness"].status == "drop" and checks["faithfulness"].subject == "interaction"
-    assert checks["faithfulness"].baseline == pytest.approx(0.9) and checks["faithfulness"].observed == pytest.approx(0.3)
+    assert (
+        checks["faithfulness"].baseline == pytest.approx(0.9) and checks["faithfulness"].observed == pytest.approx(0.3)
+    )
     (alert_id,) = drift.check_drift(kb, conf)
     (alert,) = alerts(kb)
     assert alert.metric == "faithfulness" and alert.detail["judge_model"] == "judge.gguf"
 
 
 def test_without_a_calibration_module_nothing_llm_is_trusted(kb):
-    from eval.drift import _trusted
+    from eval.worker.drift import _trusted
 
     try:
-        import eval.calibration  # noqa: F401  (the judge's module, when merged)
+        import eval.judging.calibration  # noqa: F401  (the judge's module, when merged)
     except ImportError:
         assert _trusted(kb, "judge.gguf") == {}
     else:
@@ -154,10 +154,11 @@ def test_without_a_calibration_module_nothing_llm_is_trusted(kb):
         assert not any(_trusted(kb, "judge.gguf").values())
 
 
+@pytest.mark.slow
 def test_a_worse_new_version_is_judged_against_the_version_it_replaced(kb, embedder):
     """A re-index that loses documents is a drop, even though it is the new version's very first probe run."""
-    from eval.drift import baseline_run, check_drift
-    from eval.probe_runs import run_probes
+    from eval.probes.runs import run_probes
+    from eval.worker.drift import baseline_run, check_drift
     from store.reindex import reindex
 
     conf = drift_settings()

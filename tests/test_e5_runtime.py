@@ -107,6 +107,7 @@ def test_empty_and_blank(rt, ref):
     assert rt.embed_passages([]).shape == (0, 384)
 
 
+@pytest.mark.slow
 def test_long_text_uses_windows(rt, ref):
     text = " ".join(EN * 14)  # ~600 tokens: two windows of at most 510
     assert rt.count_tokens(text) > 520
@@ -122,6 +123,7 @@ def test_odd_unicode(rt, ref):
     assert cos(v, ref.passage(ODD)).min() >= 0.97
 
 
+@pytest.mark.slow
 def test_batch_order_and_threads_do_not_change_vectors(rt):
     texts = EN + JA + ODD
     together = rt.embed_passages(texts)

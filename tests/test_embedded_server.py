@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from store.embedded_server import _prune_stale_handles
 
 
@@ -24,6 +26,7 @@ def test_stale_pids_are_pruned(tmp_path):
     assert json.loads(handle.read_text()) == [os.getppid()]
 
 
+@pytest.mark.slow
 def test_a_second_process_attaches_to_the_running_server(store):
     """A REPL and a worker share one server: a child process reaches the same database and sees our data."""
     import sqlalchemy as sa
@@ -32,7 +35,8 @@ def test_a_second_process_attaches_to_the_running_server(store):
         s.execute(sa.text("CREATE TABLE IF NOT EXISTS attach_probe (x int)"))
         s.execute(sa.text("TRUNCATE attach_probe"))
         s.execute(sa.text("INSERT INTO attach_probe VALUES (42)"))
-    code = ("import warnings; warnings.simplefilter('ignore'); import sqlalchemy as sa; from store.database import Store; "
+    code = ("import warnings; warnings.simplefilter('ignore'); import sqlalchemy as sa; "
+            "from store.database import Store; "
             "s = Store(); print(s.engine.connect().execute(sa.text('SELECT x FROM attach_probe')).scalar())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
                             cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -18,7 +18,8 @@ DOCS = {
     "to stop oxidation. Matcha is powdered green tea from Japan.",
     "rust.md": "# Rust\n\nRust is a systems programming language focused on memory safety without a garbage "
     "collector, using ownership and borrowing checked at compile time.",
-    "tsuyu.txt": "梅雨（つゆ）は、北海道と小笠原諸島を除く日本で5月から7月にかけて見られる雨の多い期間である。雨季の一種である。",
+    "tsuyu.txt": "梅雨（つゆ）は、北海道と小笠原諸島を除く日本で5月から7月にかけて見られる雨の多い期間である。"
+    "雨季の一種である。",
 }
 
 
@@ -89,6 +90,7 @@ def test_search_filters(clean_store, embedder, corpus):
     "x" * 10000,
     "ワ" * 10000,
 ])
+@pytest.mark.slow
 def test_hostile_queries_are_just_text(clean_store, embedder, corpus, query):
     ingest(clean_store, embedder, [str(corpus)])
     with clean_store.session() as s:
@@ -119,7 +121,9 @@ def test_reindex_switches_versions_atomically(clean_store, embedder, corpus):
     with clean_store.session() as s:
         statuses = dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all())
         hits = search(s, embedder, "matcha", k=1)
-        index = s.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_v2'")).scalar_one()
+        index = s.execute(
+            sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = 'chunks_embedding_v2'")
+        ).scalar_one()
     assert statuses == {1: "retired", 2: "active"}
     assert hits[0].title == "Green tea" and index == 1
 
@@ -164,10 +168,8 @@ def test_jsonl_corpus_keeps_source_ids(clean_store, embedder, tmp_path):
 
 @pytest.mark.parametrize("fusion", ["convex", "rrf"])
 def test_both_fusions_rank_the_answer_first(clean_store, embedder, corpus, fusion):
-    import dataclasses
-
     ingest(clean_store, embedder, [str(corpus)])
-    settings = dataclasses.replace(clean_store.settings, fusion=fusion)
+    settings = clean_store.settings.model_copy(update={"fusion": fusion})
     with clean_store.session() as s:
         en = search(s, embedder, "Which language checks ownership at compile time?", k=3, settings=settings)
         ja = search(s, embedder, "日本で梅雨がないのは北海道とどこか", k=3, settings=settings)
@@ -180,11 +182,11 @@ def test_both_fusions_rank_the_answer_first(clean_store, embedder, corpus, fusio
 @pytest.mark.parametrize("name,value", [("KAIZEN_FUSION", "borda"), ("KAIZEN_FUSION_ALPHA", "1.5"),
                                         ("KAIZEN_CJK_FUSION_ALPHA", "-0.1")])
 def test_bad_fusion_settings_are_named(monkeypatch, name, value):
-    from store.config import ConfigError, StoreSettings
+    from store.settings import ConfigError, StoreSettings
 
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
-        StoreSettings.from_env()
+        StoreSettings()
 
 
 def _reindex_tsvectors_with(store, scheme: str) -> None:
@@ -195,9 +197,11 @@ def _reindex_tsvectors_with(store, scheme: str) -> None:
         rows = s.execute(sa.text("SELECT id, search_text FROM active_chunks a JOIN chunks c USING (id)")).all()
         for chunk_id, search_text in rows:
             s.execute(sa.text("UPDATE chunks c SET tsv = t.tsv, lexical_length = coalesce((SELECT sum(cardinality("
-                              "u.positions)) FROM unnest(t.tsv) u), 0) FROM (SELECT to_tsvector('english', :lex) AS tsv) t "
+                              "u.positions)) FROM unnest(t.tsv) u), 0) "
+                              "FROM (SELECT to_tsvector('english', :lex) AS tsv) t "
                               "WHERE c.id = :id"), {"id": chunk_id, "lex": lexical_text(search_text, scheme)})
-        s.execute(sa.text("UPDATE kb_versions SET lexical_scheme = :scheme WHERE status = 'active'"), {"scheme": scheme})
+        s.execute(sa.text("UPDATE kb_versions SET lexical_scheme = :scheme WHERE status = 'active'"),
+                  {"scheme": scheme})
 
 
 def test_japanese_words_rank_a_whole_word_above_a_substring(clean_store, embedder, corpus):

@@ -9,9 +9,9 @@ import math
 import pytest
 import sqlalchemy as sa
 
-from eval.judge import JudgeReplyError, LlamaJudge, check_schema, tight_schema
-from eval.ragas_metrics import INTERACTION_METRICS, METRICS, score_rows, validate_value
-from tests.test_agent_support import FakeLLM, build_kb, clean_agent_tables
+from eval.judging.judge import JudgeReplyError, LlamaJudge, check_schema, tight_schema
+from eval.judging.ragas_metrics import INTERACTION_METRICS, METRICS, score_rows, validate_value
+from tests.support.agent import FakeLLM, build_kb, clean_agent_tables
 
 LIGHTHOUSE = ("The Kestrel Point lighthouse was built in 1887 and is 42 metres tall. Its lamp can be seen from 30 "
               "kilometres away.")
@@ -91,7 +91,7 @@ def test_metric_values_are_range_checked_never_nan():
 def test_garbage_judge_replies_become_null_with_a_reason(reply, target, words, embedder):
     import re
 
-    from eval.ragas_embeddings import E5RagasEmbeddings
+    from eval.judging.ragas_embeddings import E5RagasEmbeddings
 
     judge = LlamaJudge(FakeLLM("unused", json_reply=reply))
     row = {"user_input": "How tall is the Kestrel Point lighthouse?", "response": "It is 42 metres tall.",
@@ -111,7 +111,7 @@ def test_garbage_judge_replies_become_null_with_a_reason(reply, target, words, e
 
 
 def test_garbage_judge_reply_is_stored_as_null_with_reason(kb):
-    from eval.interaction_eval import evaluate_interaction
+    from eval.judging.interactions import evaluate_interaction
 
     iid = record_interaction(kb, "How tall is the Kestrel Point lighthouse?", "It is 42 metres tall [1].", False,
                              "42 metres tall")
@@ -125,7 +125,7 @@ def test_garbage_judge_reply_is_stored_as_null_with_reason(kb):
 
 
 def test_interaction_without_context_gets_null_rows_and_no_judge_call(kb):
-    from eval.interaction_eval import evaluate_interaction
+    from eval.judging.interactions import evaluate_interaction
 
     fake = FakeLLM("unused", json_reply='{"rating": 2}')
     judge = LlamaJudge(fake)
@@ -141,7 +141,7 @@ def test_interaction_without_context_gets_null_rows_and_no_judge_call(kb):
 
 
 def test_probe_answer_gets_string_and_gold_id_metrics(kb):
-    from eval.interaction_eval import evaluate_probe_answer
+    from eval.judging.interactions import evaluate_probe_answer
 
     with kb.session() as s:
         doc = s.execute(sa.text("SELECT id FROM documents WHERE title LIKE '%lighthouse%'")).scalar_one()
@@ -179,8 +179,8 @@ def test_probe_answer_gets_string_and_gold_id_metrics(kb):
 def test_real_judge_scores_a_real_interaction(kb, embedder):
     from agent.graph import Agent
     from agent.model_files import chat_model_path
-    from eval.interaction_eval import evaluate_interaction
-    from eval.judge import load_judge
+    from eval.judging.interactions import evaluate_interaction
+    from eval.judging.judge import load_judge
 
     # Two metrics with short judge replies keep the test short (SmolLM2 fills faithfulness's statement lists,
     # minutes on a busy machine); every metric's reply handling runs in the fake-model tests above.
@@ -211,10 +211,11 @@ def test_a_raw_newline_inside_a_judge_string_is_accepted():
     assert judge.stats.failures == 0
 
 
+@pytest.mark.slow
 def test_kaizen_eval_score_command(kb):
     import json
 
-    from tests.conftest import run_cli
+    from tests.support.common import run_cli
 
     iid = record_interaction(kb, "Who won the 1954 chess olympiad?", "The knowledge base does not say.", True)
     done = run_cli("eval", "score", str(iid), "--metrics", "faithfulness,answer_relevancy", "--json")
@@ -228,7 +229,7 @@ def test_kaizen_eval_score_command(kb):
 
 def test_a_calibrated_judge_is_only_asked_for_the_metrics_it_is_trusted_with(kb):
     """The worker skips metrics the judge's calibration does not trust (they cost 10-25 s an answer)."""
-    from eval.interaction_eval import evaluate_interaction
+    from eval.judging.interactions import evaluate_interaction
 
     iid = record_interaction(kb, "How tall is the Kestrel Point lighthouse?", "It is 42 metres tall [1].", False,
                              "42 metres tall")
@@ -237,7 +238,8 @@ def test_a_calibrated_judge_is_only_asked_for_the_metrics_it_is_trusted_with(kb)
         s.execute(sa.text("DELETE FROM judge_calibration WHERE judge_model = 'fake-llm'"))
         s.execute(sa.text(
             "INSERT INTO judge_calibration (judge_model, metric, auc, pairs, threshold, trusted) VALUES "
-            "('fake-llm', 'context_utilization', 0.9, 8, 0.75, true), ('fake-llm', 'faithfulness', 0.5, 8, 0.75, false)"))
+            "('fake-llm', 'context_utilization', 0.9, 8, 0.75, true), "
+            "('fake-llm', 'faithfulness', 0.5, 8, 0.75, false)"))
     try:
         rows = evaluate_interaction(kb, iid, judge=judge)
         assert [r["metric"] for r in rows] == ["context_utilization"]

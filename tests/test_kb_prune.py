@@ -8,8 +8,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_cli
-from tests.test_repair import _bad_feedback, active_id, tiny_kb  # noqa: F401  (tiny_kb is a fixture)
+from tests.support.common import run_cli
+from tests.support.repair import active_id, bad_feedback
 
 
 def _versions(store) -> dict[int, tuple[str, int]]:
@@ -25,6 +25,7 @@ def _indexes(store) -> set[str]:
                    .scalars())
 
 
+@pytest.mark.slow
 def test_prune_frees_old_retired_versions_and_keeps_what_a_revert_needs(tiny_kb, embedder):
     from store.prune import PruneError, prune_retired
     from store.reindex import reindex
@@ -78,15 +79,16 @@ def test_prune_frees_old_retired_versions_and_keeps_what_a_revert_needs(tiny_kb,
     assert bad.returncode == 2 and "0 or more" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_revert_to_a_pruned_version_is_refused_with_the_reason(tiny_kb, embedder):
     from eval.repair.planner import run_planner
-    from eval.repair.revert import RevertError, revert
     from store.prune import prune_retired
+    from store.revert import RevertError, revert
 
     first = active_id(tiny_kb)
-    _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
+    bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
     [one] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
-    _bad_feedback(tiny_kb, "How old is the Moon?", "About 4.5 billion years.")
+    bad_feedback(tiny_kb, "How old is the Moon?", "About 4.5 billion years.")
     [two] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
     assert one.decision == two.decision == "promoted"
     report = prune_retired(tiny_kb, keep=0)

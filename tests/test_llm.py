@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.common import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,8 @@ def test_a_stop_event_ends_generation(llm):
 def test_constrained_json_is_validated_and_failures_are_returned(llm):
     from agent.prompts import CHECK_SCHEMA, validate_check
 
-    ok = llm.json_chat([*MESSAGES, {"role": "user", "content": 'Is the sky blue? Reply in JSON: {"supported": "yes" or "no"}'}],
+    ok = llm.json_chat([*MESSAGES, {"role": "user",
+                                    "content": 'Is the sky blue? Reply in JSON: {"supported": "yes" or "no"}'}],
                        CHECK_SCHEMA, validate=validate_check, max_tokens=16)
     assert ok.ok and ok.value in (True, False) and ok.error is None
     cut = llm.json_chat(MESSAGES, CHECK_SCHEMA, validate=validate_check, max_tokens=2)
@@ -99,13 +100,14 @@ def test_missing_or_non_gguf_model_names_the_setting(tmp_path, monkeypatch, cont
     from agent.errors import explain
     from agent.llm import LLMSettings
     from agent.model_files import ModelFileError
+    from agent.settings import AgentSettings
 
     path = tmp_path / "model.gguf"
     if content is not None:
         path.write_bytes(content)
     monkeypatch.setenv("KAIZEN_CHAT_MODEL", str(path))
     with pytest.raises(ModelFileError) as info:
-        LLMSettings.from_env()
+        LLMSettings.from_settings(AgentSettings())
     message = explain(info.value)
     assert message.startswith(f"KAIZEN_CHAT_MODEL={path}")
     assert ("no such file" if content is None else "not a GGUF") in message
@@ -121,9 +123,9 @@ def test_bad_model_file_in_the_cli_is_one_line(tmp_path):
 
 
 def test_bad_numeric_setting_is_named(monkeypatch):
-    from agent.llm import LLMSettings
-    from store.config import ConfigError
+    from agent.settings import AgentSettings
+    from store.settings import ConfigError
 
     monkeypatch.setenv("KAIZEN_LLM_CTX", "lots")
     with pytest.raises(ConfigError, match="KAIZEN_LLM_CTX"):
-        LLMSettings.from_env()
+        AgentSettings()

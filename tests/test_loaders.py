@@ -50,7 +50,9 @@ def test_large_file_is_refused_with_the_setting_named(tmp_path, monkeypatch):
     message = _only_error(load_file(f))
     assert "50.0 MB" in message and "KAIZEN_MAX_FILE_MB" in message
     monkeypatch.setenv("KAIZEN_MAX_FILE_MB", "60")
-    assert load_file(f).complete
+    from store.settings import StoreSettings
+
+    assert load_file(f, StoreSettings().max_file_bytes).complete
 
 
 def test_unreadable_file(tmp_path):
@@ -121,7 +123,9 @@ def test_pdf_text_is_extracted(tmp_path):
     page = writer.add_blank_page(width=300, height=300)
     font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
                              NameObject("/BaseFont"): NameObject("/Helvetica")})
-    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})})
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
     stream = DecodedStreamObject()
     stream.set_data(b"BT /F1 12 Tf 20 200 Td (Kaizen stores chunks in Postgres) Tj ET")
     page[NameObject("/Contents")] = writer._add_object(stream)

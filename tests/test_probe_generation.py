@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.test_worker_support import write_jsonl
+from tests.support.worker import write_jsonl
 
 PASSAGE = "The Golden Gate Bridge opened in 1937 in San Francisco. It was the longest suspension bridge then."
 JA_PASSAGE = "ゴールデン・ゲート・ブリッジは1937年に開通した。サンフランシスコにある吊り橋である。"
@@ -28,14 +28,14 @@ DOCS = [
     (["not", "an", "object"], "object"),
 ])
 def test_bad_replies_are_rejected_with_a_reason(reply, reason):
-    from eval.probe_generation import ProbeRejected, validate_probe
+    from eval.probes.generation import ProbeRejected, validate_probe
 
     with pytest.raises(ProbeRejected, match=reason):
         validate_probe(reply, PASSAGE)
 
 
 def test_good_replies_pass_in_either_script():
-    from eval.probe_generation import validate_probe
+    from eval.probes.generation import validate_probe
 
     assert validate_probe({"question": " When did the Golden Gate Bridge open? ", "answer": "In 1937"}, PASSAGE) == \
         {"question": "When did the Golden Gate Bridge open?", "answer": "In 1937"}
@@ -60,9 +60,10 @@ def _probes(store, status="active"):
             {"st": status}).all()
 
 
+@pytest.mark.slow
 def test_the_default_model_writes_validated_probes_from_two_chunks(two_docs):
-    from eval.probe_generation import generate_probes, validate_probe
-    from eval.probe_sets import split_for
+    from eval.probes.generation import generate_probes, validate_probe
+    from eval.probes.sets import split_for
 
     report = generate_probes(two_docs, per_document=1)
     assert report.added + report.rejected == 2, report
@@ -79,7 +80,7 @@ def test_the_default_model_writes_validated_probes_from_two_chunks(two_docs):
 
 
 def test_changed_documents_get_their_probes_retired_and_rewritten(two_docs, embedder, tmp_path):
-    from eval.probe_generation import generate_probes
+    from eval.probes.generation import generate_probes
     from store.ingest import ingest
 
     replies = iter([
@@ -103,7 +104,7 @@ def test_changed_documents_get_their_probes_retired_and_rewritten(two_docs, embe
 
 
 def test_unusable_replies_are_recorded_never_raised(two_docs):
-    from eval.probe_generation import generate_probes
+    from eval.probes.generation import generate_probes
 
     replies = iter([(None, '{"question": "When', "reply cut off at the token limit"),
                     ({"question": "Green tea is made from unoxidised leaves of Camellia sinensis.", "answer": "x"},

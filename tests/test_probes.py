@@ -9,7 +9,8 @@ import pytest
 CORPUS = [
     {"id": "p-owl", "title": "Owls", "text": "Owls hunt at night. An owl can turn its head 270 degrees."},
     {"id": "p-tea", "title": "Green tea", "text": "Green tea is made from unoxidised leaves of Camellia sinensis."},
-    {"id": "p-bridge", "title": "Golden Gate Bridge", "text": "The Golden Gate Bridge opened in 1937 in San Francisco."},
+    {"id": "p-bridge", "title": "Golden Gate Bridge",
+     "text": "The Golden Gate Bridge opened in 1937 in San Francisco."},
 ]
 QUESTIONS = [
     {"id": "q1", "question": "How far can an owl turn its head?", "answerable": True, "reference": "270 degrees",
@@ -40,7 +41,7 @@ def probe_kb(clean_store, embedder, tmp_path):
 
 
 def test_import_resolves_gold_documents_and_splits_stably(probe_kb, tmp_path):
-    from eval.probe_sets import import_probes, load_probes, split_for
+    from eval.probes.sets import import_probes, load_probes, split_for
 
     path = _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
     first = import_probes(probe_kb, path, probe_set="tiny")
@@ -55,7 +56,7 @@ def test_import_resolves_gold_documents_and_splits_stably(probe_kb, tmp_path):
 
 
 def test_import_rejects_a_broken_file_with_its_line(probe_kb, tmp_path):
-    from eval.probe_sets import ProbeImportError, import_probes
+    from eval.probes.sets import ProbeImportError, import_probes
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "ok?"}\n{not json\n', encoding="utf-8")
@@ -70,8 +71,8 @@ def test_import_rejects_a_broken_file_with_its_line(probe_kb, tmp_path):
 def test_probe_scores_follow_the_knowledge_base(probe_kb, embedder, tmp_path):
     import sqlalchemy as sa
 
-    from eval.probe_sets import import_probes, load_probes
-    from eval.retrieval_probes import score_probes
+    from eval.probes.retrieval import score_probes
+    from eval.probes.sets import import_probes, load_probes
 
     import_probes(probe_kb, _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS), probe_set="tiny")
     probes = load_probes(probe_kb, probe_set="tiny")

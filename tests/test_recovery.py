@@ -9,8 +9,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import SHARED_DATA
-from tests.test_repair import QUESTIONS, TINY, _jsonl, reset_eval
+from tests.support.common import SHARED_DATA
+from tests.support.repair import QUESTIONS, TINY, _jsonl, reset_eval
 
 CLAPNQ = SHARED_DATA / "clapnq"
 
@@ -24,9 +24,10 @@ def _slice(tmp_path, questions: int, distractors: int):
     return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CLAPNQ.exists(), reason="../shared/data/clapnq is not there")
 def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_path):
-    from eval.repair.bench_recovery import run_on_store
+    from eval.bench.recovery import run_on_store
 
     reset_eval(clean_store)
     corpus, questions = _slice(tmp_path, questions=40, distractors=30)
@@ -54,8 +55,9 @@ def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_p
     assert set(ragas["recovered_share"]) == set(ragas["trusted_metrics"])
 
 
+@pytest.mark.slow
 def test_the_real_model_enriches_without_touching_the_shown_text(clean_store, embedder, tmp_path):
-    from eval.probe_sets import import_probes
+    from eval.probes.sets import import_probes
     from eval.repair.actions import Enrich
     from eval.repair.planner import run_actions
     from store.ingest import ingest
@@ -83,7 +85,7 @@ def test_the_real_model_enriches_without_touching_the_shown_text(clean_store, em
 
 
 def test_recovered_share_needs_a_loss_and_a_value_in_every_phase():
-    from eval.repair.bench_recovery import recovered_share
+    from eval.bench.recovery import recovered_share
 
     assert recovered_share(1.0, 0.5, 0.95) == 0.9
     assert recovered_share(0.47, 0.74, 0.47) is None  # the damage raised it: nothing lost to recover

@@ -9,51 +9,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import SHARED_DATA, run_cli
-
-TINY = [
-    {"id": "d-owl", "title": "Owls", "text": "Owls hunt at night. An owl can turn its head 270 degrees because its "
-     "neck has fourteen vertebrae."},
-    {"id": "d-tea", "title": "Green tea", "text": "Green tea is made from unoxidised leaves of Camellia sinensis. "
-     "It originated in China."},
-    {"id": "d-bridge", "title": "Golden Gate Bridge", "text": "The Golden Gate Bridge opened in 1937. It spans the "
-     "strait between San Francisco Bay and the Pacific Ocean."},
-    {"id": "d-moon", "title": "Moon", "text": "The Moon orbits the Earth every 27.3 days and is about 384,400 "
-     "kilometres away."},
-]
-QUESTIONS = [
-    {"id": "q-owl", "question": "How far can an owl turn its head?", "gold_passage_ids": ["d-owl"], "reference": "270"},
-    {"id": "q-tea", "question": "What is green tea made from?", "gold_passage_ids": ["d-tea"], "reference": "leaves"},
-    {"id": "q-bridge", "question": "When did the Golden Gate Bridge open?", "gold_passage_ids": ["d-bridge"],
-     "reference": "1937"},
-    {"id": "q-moon", "question": "How far away is the Moon?", "gold_passage_ids": ["d-moon"], "reference": "384,400 km"},
-]
-
-
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def reset_eval(store):
-    with store.session() as s:
-        s.execute(sa.text("TRUNCATE probes, quality_alerts, interactions RESTART IDENTITY CASCADE"))
-
-
-@pytest.fixture
-def tiny_kb(clean_store, embedder, tmp_path):
-    from eval.probe_sets import import_probes
-    from store.ingest import ingest
-
-    reset_eval(clean_store)
-    assert ingest(clean_store, embedder, [str(_jsonl(tmp_path / "corpus.jsonl", TINY))]).ok
-    import_probes(clean_store, _jsonl(tmp_path / "q.jsonl", QUESTIONS), probe_set="tiny", heldout_share=0.5)
-    return clean_store
-
-
-def active_id(store):
-    with store.session() as s:
-        return s.execute(sa.text("SELECT id FROM kb_versions WHERE status = 'active'")).scalar_one()
+from tests.support.common import run_cli
+from tests.support.repair import QUESTIONS, TINY, _jsonl, active_id, bad_feedback, reset_eval
 
 
 def changes(store, kind=None):
@@ -73,7 +30,7 @@ def test_clean_kb_the_planner_finds_nothing_and_changes_nothing(tiny_kb, embedde
 
 
 def test_a_crash_half_way_leaves_the_active_version_untouched(tiny_kb, embedder):
-    from eval.repair.degrade import degrade
+    from eval.bench.degrade import degrade
     from eval.repair.planner import run_planner
 
     damage = degrade(tiny_kb, embedder, fragment_tokens=8, noise_share=0.5)
@@ -100,17 +57,16 @@ def test_a_crash_half_way_leaves_the_active_version_untouched(tiny_kb, embedder)
     assert [r.decision for r in changes(tiny_kb) if r.kind.startswith("repair:")] == ["failed"] * len(plan.results)
 
 
+@pytest.mark.slow
 def test_two_planners_one_runs_the_other_exits_with_a_message(tiny_kb, embedder):
     from eval.repair.planner import run_planner
     from store import locks
 
-    with tiny_kb.engine.connect() as other:
-        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.PLANNER})
+    with tiny_kb.engine.connect() as other, locks.session_lock(other, locks.PLANNER):
         plan = run_planner(tiny_kb, embedder=embedder)
         assert plan.status == "busy" and "another repair planner is running" in plan.message
         cli = run_cli("improve")
         assert cli.returncode == 1 and "another repair planner is running" in cli.stderr
-        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.PLANNER})
     assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"
 
 
@@ -164,28 +120,21 @@ def test_a_source_deleted_between_plan_and_apply_is_skipped(clean_store, embedde
         assert s.execute(sa.text("SELECT body FROM documents")).scalar_one().endswith("Owls hunt at night.")
 
 
-def _bad_feedback(store, question, correction):
-    with store.session() as s:
-        iid = s.execute(sa.text("INSERT INTO interactions (thread_id, question, answer, model) VALUES "
-                                "('t', :q, 'wrong', 'test') RETURNING id"), {"q": question}).scalar_one()
-        s.execute(sa.text("INSERT INTO feedback (interaction_id, rating, correction) VALUES (:i, -1, :c)"),
-                  {"i": iid, "c": correction})
-
-
+@pytest.mark.slow
 def test_corrections_become_user_knowledge_and_reverts_respect_later_changes(tiny_kb, embedder, tmp_path):
     from eval.repair.planner import run_planner
-    from eval.repair.revert import RevertError, revert
     from store.reindex import reindex
+    from store.revert import RevertError, revert
 
     first = active_id(tiny_kb)
-    _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
+    bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss was its chief engineer.")
     plan = run_planner(tiny_kb, embedder=embedder, max_rounds=1)
     [one] = plan.results
     assert one.decision == "promoted", one.reason
     with tiny_kb.session() as s:
         origins = s.execute(sa.text("SELECT origin, text FROM active_chunks WHERE origin = 'user'")).all()
     assert origins and "Joseph Strauss" in origins[0].text
-    _bad_feedback(tiny_kb, "How old is the Moon?", "About 4.5 billion years.")
+    bad_feedback(tiny_kb, "How old is the Moon?", "About 4.5 billion years.")
     [two] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
     assert two.decision == "promoted"
     assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"  # corrections are used once
@@ -214,10 +163,10 @@ def test_corrections_become_user_knowledge_and_reverts_respect_later_changes(tin
 
 def test_a_revert_is_refused_when_documents_were_ingested_after_the_repair(tiny_kb, embedder, tmp_path):
     from eval.repair.planner import run_planner
-    from eval.repair.revert import RevertError, revert
     from store.ingest import ingest
+    from store.revert import RevertError, revert
 
-    _bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss.")
+    bad_feedback(tiny_kb, "Who designed the Golden Gate Bridge?", "Joseph Strauss.")
     [one] = run_planner(tiny_kb, embedder=embedder, max_rounds=1).results
     assert one.decision == "promoted"
     (tmp_path / "more.md").write_text("# Tides\n\nTides follow the Moon.")
@@ -226,13 +175,14 @@ def test_a_revert_is_refused_when_documents_were_ingested_after_the_repair(tiny_
         revert(tiny_kb, one.change_id)
 
 
+@pytest.mark.slow
 def test_a_reverted_reingest_puts_the_old_text_back_and_is_not_proposed_again(clean_store, embedder, tmp_path):
-    from eval.probe_sets import import_probes
+    from eval.probes.sets import import_probes
     from eval.repair.diagnose import staleness
     from eval.repair.planner import run_planner
-    from eval.repair.revert import revert
     from store.ingest import ingest
     from store.reindex import reindex
+    from store.revert import revert
 
     reset_eval(clean_store)
     # The source first held the wrong text (so its probe ranks it low: a re-ingest can gain on MRR@10).
@@ -268,8 +218,9 @@ def test_a_reverted_reingest_puts_the_old_text_back_and_is_not_proposed_again(cl
     assert report.ok and "gravity" in tides_body()
 
 
+@pytest.mark.slow
 def test_improve_dry_run_gaps_and_export_from_the_cli(tiny_kb, embedder, tmp_path):
-    from eval.repair.degrade import degrade
+    from eval.bench.degrade import degrade
 
     degrade(tiny_kb, embedder, fragment_tokens=8, noise_share=0.5)
     with tiny_kb.session() as s:

@@ -8,8 +8,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_cli
-from tests.test_agent_support import build_kb, clean_agent_tables
+from tests.support.agent import build_kb, clean_agent_tables
+from tests.support.common import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -13,43 +13,42 @@ import types
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import REPO
-from tests.test_worker_support import add_interactions, build_kb, evaluate, job_states, wait_for
+from tests.support.common import REPO
+from tests.support.worker import add_interactions, build_kb, evaluate, job_states, wait_for
 
-EVALUATOR = "tests.test_worker_support:evaluate"
+EVALUATOR = "tests.support.worker:evaluate"
 
 
 @pytest.fixture
 def kb(clean_store, embedder, tmp_path):
     build_kb(clean_store, embedder, tmp_path)
     yield clean_store
-    from eval.jobs import close_deferrers
+    from eval.worker.jobs import close_deferrers
 
     close_deferrers()
 
 
 def settings(stalled: int = 30, reconnect: int = 0):
-    from eval.jobs import QueueSettings
-    from eval.worker import WorkerSettings
+    from eval.settings import EvalSettings
 
-    return WorkerSettings(llm_threads=1, nice=0, reconnect_seconds=reconnect,
-                          queue=QueueSettings(probe_every_minutes=0, stalled_seconds=stalled, evaluator=EVALUATOR))
+    return EvalSettings(worker_llm_threads=1, worker_nice=0, worker_reconnect_seconds=reconnect,
+                        probe_every_minutes=0, worker_stalled_seconds=stalled, interaction_evaluator=EVALUATOR)
 
 
 def work_once(store, embedder, evaluator=evaluate, stalled: int = 30) -> None:
     """An in-process worker that stops when the queue is empty."""
-    from eval.jobs import Resources
-    from eval.worker import run_worker
+    from eval.worker.jobs import Resources
+    from eval.worker.runner import run_worker
 
     conf = settings(stalled)
     run_worker(store, once=True, settings=conf, install_signal_handlers=False,
-               resources=Resources(store, embedder=embedder, evaluator=evaluator, settings=conf.queue))
+               resources=Resources(store, embedder=embedder, evaluator=evaluator, settings=conf))
 
 
 def spawn_worker(tmp_path, name: str, **env) -> subprocess.Popen:
     log = open(tmp_path / f"{name}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "-v", "worker"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "cli.main", "-v", "worker"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "KAIZEN_INTERACTION_EVALUATOR": EVALUATOR, "KAIZEN_PROBE_EVERY_MINUTES": "0",
              "PYTHONPATH": str(REPO), **env})
 
@@ -71,8 +70,9 @@ def scores_by_interaction(store) -> dict[int, int]:
             "SELECT interaction_id, count(*) FROM eval_scores WHERE interaction_id IS NOT NULL GROUP BY 1")).all())
 
 
+@pytest.mark.slow
 def test_a_queued_probe_run_is_scored_into_sql(kb, embedder):
-    from eval.jobs import defer
+    from eval.worker.jobs import defer
 
     job = defer(kb, "probe_run")
     work_once(kb, embedder)
@@ -87,7 +87,7 @@ def test_a_queued_probe_run_is_scored_into_sql(kb, embedder):
 
 
 def test_enqueued_interactions_are_evaluated_once(kb, embedder):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     first, second = add_interactions(kb, 2)
     jobs = [enqueue_interaction(kb, first), enqueue_interaction(kb, second), enqueue_interaction(kb, first)]
@@ -99,8 +99,9 @@ def test_enqueued_interactions_are_evaluated_once(kb, embedder):
     assert [s for _, t, s, _ in job_states(kb) if t == "evaluate_interaction"] == ["succeeded"] * 3
 
 
+@pytest.mark.slow
 def test_enqueue_never_blocks_or_raises_when_the_queue_is_unreachable(kb):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     nowhere = types.SimpleNamespace(url="postgresql+psycopg://kaizen@127.0.0.1:9/none")
     started = time.perf_counter()
@@ -109,10 +110,10 @@ def test_enqueue_never_blocks_or_raises_when_the_queue_is_unreachable(kb):
 
 
 def test_a_missing_evaluator_fails_the_job_visibly(kb, embedder):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     def broken(*args, **kwargs):
-        raise ImportError("eval.interaction_eval is not installed")
+        raise ImportError("eval.judging.interactions is not installed")
 
     (interaction,) = add_interactions(kb, 1)
     job = enqueue_interaction(kb, interaction)
@@ -121,8 +122,9 @@ def test_a_missing_evaluator_fails_the_job_visibly(kb, embedder):
     assert scores_by_interaction(kb) == {}
 
 
+@pytest.mark.slow
 def test_two_worker_processes_split_the_queue_without_duplicates(kb, tmp_path):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     workers = [spawn_worker(tmp_path, f"w{i}", KAIZEN_TEST_EVAL_SLEEP="0.4") for i in range(2)]
     try:
@@ -145,8 +147,9 @@ def test_two_worker_processes_split_the_queue_without_duplicates(kb, tmp_path):
     assert started == 10, "no job was started twice"
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_job_is_retried_not_lost_or_doubled(kb, embedder, tmp_path):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     (interaction,) = add_interactions(kb, 1)
     job = enqueue_interaction(kb, interaction)
@@ -162,14 +165,16 @@ def test_a_killed_worker_s_job_is_retried_not_lost_or_doubled(kb, embedder, tmp_
     assert (job, "evaluate_interaction", "succeeded", 2) in job_states(kb)  # the killed attempt and the retry
     assert scores_by_interaction(kb) == {interaction: 1}
     with kb.session() as s:
-        events = s.execute(sa.text("SELECT type::text FROM procrastinate_events WHERE job_id = :j AND type <> 'scheduled' "
+        events = s.execute(sa.text("SELECT type::text FROM procrastinate_events "
+                                   "WHERE job_id = :j AND type <> 'scheduled' "
                                    "ORDER BY id"),
                            {"j": job}).scalars().all()
     assert events == ["deferred", "started", "deferred_for_retry", "started", "succeeded"]
 
 
+@pytest.mark.slow
 def test_a_worker_survives_its_connections_being_cut(kb, tmp_path):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     worker = spawn_worker(tmp_path, "cut", KAIZEN_WORKER_STALLED_SECONDS="3")
     try:
@@ -189,19 +194,21 @@ def test_a_worker_survives_its_connections_being_cut(kb, tmp_path):
     assert code == 0, (tmp_path / "cut.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_worker_without_its_database_stops_with_a_message():
-    from eval.jobs import Resources
-    from eval.worker import WorkerStopped, run_worker
+    from eval.worker.jobs import Resources
+    from eval.worker.runner import WorkerStopped, run_worker
 
     conf = settings(reconnect=0)
     nowhere = types.SimpleNamespace(url="postgresql+psycopg://kaizen@127.0.0.1:9/none")
     with pytest.raises(WorkerStopped, match="lost the database .* start `kaizen worker` again"):
         run_worker(nowhere, once=True, settings=conf, install_signal_handlers=False,
-                   resources=Resources(nowhere, embedder=object(), evaluator=evaluate, settings=conf.queue))
+                   resources=Resources(nowhere, embedder=object(), evaluator=evaluate, settings=conf))
 
 
 def test_the_worker_process_is_polite_on_two_cores():
-    code = ("from eval.worker import WorkerSettings, be_polite; import os; be_polite(WorkerSettings.from_env()); "
+    code = ("from eval.settings import EvalSettings; from eval.worker.runner import be_polite; import os; "
+            "be_polite(EvalSettings()); "
             "print(os.nice(0), os.environ['KAIZEN_LLM_THREADS'], os.environ['KAIZEN_EMBED_THREADS'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(REPO), "KAIZEN_LLM_THREADS": "2"})
@@ -211,7 +218,7 @@ def test_the_worker_process_is_polite_on_two_cores():
 
 
 def test_probe_schedule_is_a_cron_line():
-    from eval.jobs import probe_cron
+    from eval.worker.jobs import probe_cron
 
     assert probe_cron(0) is None
     assert probe_cron(15) == "*/15 * * * *"

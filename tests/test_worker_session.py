@@ -9,10 +9,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_cli
-from tests.test_worker_support import QUESTIONS, add_interactions, break_search, build_kb, write_jsonl
+from tests.support.common import run_cli
+from tests.support.worker import QUESTIONS, add_interactions, break_search, build_kb, write_jsonl
 
-ENV = {"KAIZEN_INTERACTION_EVALUATOR": "tests.test_worker_support:evaluate", "KAIZEN_PROBE_EVERY_MINUTES": "0",
+ENV = {"KAIZEN_INTERACTION_EVALUATOR": "tests.support.worker:evaluate", "KAIZEN_PROBE_EVERY_MINUTES": "0",
        "KAIZEN_DRIFT_MIN_SAMPLES": "6", "KAIZEN_WORKER_NICE": "0"}
 
 
@@ -32,13 +32,14 @@ def kb(clean_store, embedder, tmp_path):
     with clean_store.session() as s:
         s.execute(sa.text("DELETE FROM probes"))  # the session imports its own
     yield clean_store
-    from eval.jobs import close_deferrers
+    from eval.worker.jobs import close_deferrers
 
     close_deferrers()
 
 
+@pytest.mark.slow
 def test_scripted_session_from_probes_to_alert(kb, tmp_path):
-    from eval.jobs import enqueue_interaction
+    from eval.worker.jobs import enqueue_interaction
 
     questions = write_jsonl(tmp_path / "topics.jsonl", QUESTIONS)
     assert "12 added" in kaizen("eval", "import", str(questions), "--set", "topics")

@@ -10,10 +10,11 @@ knowledge a person supplied (a /bad correction), whose value probes cannot measu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import sqlalchemy as sa
 
+from store.errors import KaizenError
 from store.indexing import content_hash, search_text_for
 from store.kb_versions import record_change
 
@@ -21,11 +22,11 @@ from .candidate import CandidateBuilder, IndexedTextChange, update_indexed_text
 from .llm_outputs import generate_enrichment, generate_rewrite
 
 
-class SourceVanished(RuntimeError):
+class SourceVanished(KaizenError, RuntimeError):
     """A source the plan wanted to re-ingest is gone (deleted or no longer readable) by the time it is applied."""
 
 
-class NothingToBuild(RuntimeError):
+class NothingToBuild(KaizenError, RuntimeError):
     """Every model output an action needed was rejected: there is no candidate to judge."""
 
 
@@ -36,6 +37,7 @@ class RepairContext:
     llm: Callable[[], object] | None = None  # lazily loads the local model (agent.llm.get_llm)
     rejected_outputs: list[dict] = field(default_factory=list)
     check: Callable[[], None] | None = None  # called between documents; tests inject a crash through it
+    settings: Any = None  # the planner's EvalSettings (the guard's tolerance and minimum gain)
 
 
 @dataclass
@@ -160,7 +162,7 @@ class ReingestSources(Action):
 
         paths = sorted({uri_path(u) for u in self.uris})
         found = {}
-        for item in load_paths(paths):
+        for item in load_paths(paths, ctx.store.settings.max_file_bytes):
             if isinstance(item, LoadError):
                 continue
             for doc in item.documents:

@@ -15,8 +15,14 @@ import sqlalchemy as sa
 
 from store.chunking import Chunker
 from store.indexing import PreparedChunk, prepare, write_chunks
-from store.kb_versions import (KBVersion, create_vector_index, create_version, drop_version_chunks, get_version,
-                               record_change)
+from store.kb_versions import (
+    KBVersion,
+    create_vector_index,
+    create_version,
+    drop_version_chunks,
+    get_version,
+    record_change,
+)
 
 _COPY = sa.text(
     """
@@ -45,9 +51,9 @@ class CandidateBuilder:
         self.store = store
         self.embedder = embedder
         self.base = base
-        settings = dataclasses.replace(store.settings, text_search_config=base.text_search_config,
-                                       chunk_tokens=chunk_tokens or base.chunk_tokens,
-                                       chunk_overlap=base.chunk_overlap if chunk_overlap is None else chunk_overlap)
+        settings = store.settings.model_copy(update={
+            "text_search_config": base.text_search_config, "chunk_tokens": chunk_tokens or base.chunk_tokens,
+            "chunk_overlap": base.chunk_overlap if chunk_overlap is None else chunk_overlap})
         with store.session() as s:
             self.version = create_version(s, reason=reason, status="building", embedding_model=embedder.name,
                                           embedding_dim=embedder.dim, settings=settings, parent_id=base.id,
@@ -157,7 +163,7 @@ class IndexedTextChange:
 
 def update_indexed_text(builder: CandidateBuilder, changes: list[IndexedTextChange]) -> int:
     """Re-embed and re-index the given chunks of the candidate (copied there first)."""
-    from store.indexing import embed_chunks, vector_array_literal, vector_literal
+    from store.indexing import embed_chunks, vector_params
     from store.lexical import lexical_text
 
     if not changes:
@@ -166,11 +172,10 @@ def update_indexed_text(builder: CandidateBuilder, changes: list[IndexedTextChan
     with builder.store.session() as s:
         for change, v in zip(changes, vectors):
             s.execute(_UPDATE_INDEXED, {
-                "search_text": change.search_text, "embedding": vector_literal(v.embedding),
-                "sentence_embeddings": vector_array_literal(v.sentence_embeddings), "origin": change.origin,
+                "search_text": change.search_text, **vector_params(v), "origin": change.origin,
                 "derived_from": change.derived_from, "config": builder.version.text_search_config,
-                "lexical": lexical_text(change.search_text, builder.version.lexical_scheme), "v": builder.id, "document_id": change.document_id,
-                "ordinal": change.ordinal,
+                "lexical": lexical_text(change.search_text, builder.version.lexical_scheme), "v": builder.id,
+                "document_id": change.document_id, "ordinal": change.ordinal,
             })
     builder.embedded_chunks += len(changes)
     return len(changes)

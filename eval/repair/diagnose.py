@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from store.config import env_int
+from eval.judging.trust import trusted_llm_metrics
+from eval.settings import EvalSettings
 from store.indexing import content_hash, search_text_for
 
 from . import actions as A
-from .trust import trusted_llm_metrics
 
 LOW_SCORE = 0.5
 
@@ -142,7 +142,7 @@ def staleness(store) -> list[Finding]:
     changed, vanished = [], []
     for path, known in sorted(by_path.items()):
         current = {}
-        for item in load_paths([path]):
+        for item in load_paths([path], store.settings.max_file_bytes):
             if not isinstance(item, LoadError):
                 current.update({d.source_uri: content_hash(d.title, d.text) for d in item.documents})
         for uri, digest in known.items():
@@ -183,8 +183,8 @@ def feedback(store) -> list[Finding]:
     return out
 
 
-def content(store, version, max_chunks: int) -> list[Finding]:
-    trusted = trusted_llm_metrics(store)
+def content(store, version, max_chunks: int, settings: EvalSettings | None = None) -> list[Finding]:
+    trusted = trusted_llm_metrics(store, settings=settings)
     with store.session() as s:
         judged = s.execute(sa.text("SELECT count(*) FROM eval_scores WHERE interaction_id IS NOT NULL "
                                    "AND value IS NOT NULL")).scalar_one()
@@ -209,8 +209,8 @@ def content(store, version, max_chunks: int) -> list[Finding]:
 
 
 def retrieval(store, embedder, version, *, explore: bool, max_chunks: int) -> tuple[list[Finding], dict | None]:
-    from eval.probe_sets import load_probes
-    from eval.retrieval_probes import score_probes
+    from eval.probes.retrieval import score_probes
+    from eval.probes.sets import load_probes
     from store.search import Filters, search
 
     probes = load_probes(store, split="train")
@@ -249,8 +249,10 @@ def knowledge_gaps(store) -> list[Finding]:
                     "never filled in by the model)", n)]
 
 
-def diagnose(store, embedder, version, *, explore: bool = False) -> Diagnosis:
-    max_model_chunks = env_int("KAIZEN_REPAIR_MAX_MODEL_CHUNKS", 12)
+def diagnose(store, embedder, version, *, explore: bool = False, settings: EvalSettings | None = None) -> Diagnosis:
+    """Every finding on `version`; `settings` (default: EvalSettings()) caps the chunks the model may rewrite."""
+    settings = settings or EvalSettings()
+    max_model_chunks = settings.repair_max_model_chunks
     findings = embedding_model(version, embedder)
     if findings:  # nothing can be searched on this version until it is re-embedded
         return Diagnosis(version.id, findings + staleness(store) + feedback(store) + knowledge_gaps(store))
@@ -261,7 +263,7 @@ def diagnose(store, embedder, version, *, explore: bool = False) -> Diagnosis:
     findings += indexed_text(store, version, skip)
     findings += staleness(store)
     findings += feedback(store)
-    findings += content(store, version, max_model_chunks)
+    findings += content(store, version, max_model_chunks, settings)
     found, train_metrics = retrieval(store, embedder, version, explore=explore, max_chunks=max_model_chunks)
     findings += found
     findings += knowledge_gaps(store)

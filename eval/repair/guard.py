@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from store.config import env_float
+from eval.judging.trust import GOLD_METRICS, GUARD_METRICS
+from eval.settings import EvalSettings
 
-from .trust import GOLD_METRICS, GUARD_METRICS
+DEFAULT_TOLERANCE = EvalSettings.model_fields["repair_tolerance"].default
+DEFAULT_MIN_GAIN = EvalSettings.model_fields["repair_min_gain"].default
 
 
 @dataclass
@@ -26,20 +28,11 @@ class Verdict:
                 if m in self.before and m in self.after}
 
 
-def tolerance() -> float:
-    return env_float("KAIZEN_REPAIR_TOLERANCE", 0.02, minimum=0.0)
-
-
-def min_gain() -> float:
-    """The smallest rise that counts as an improvement (below it, one probe moving one rank is noise)."""
-    return env_float("KAIZEN_REPAIR_MIN_GAIN", 0.005, minimum=0.0)
-
-
 class HeldoutScorer:
     """Held-out gold-id metrics per KB version, computed once per version in a planner run."""
 
     def __init__(self, store, embedder, exclude_probe_ids=()):
-        from eval.probe_sets import load_probes
+        from eval.probes.sets import load_probes
 
         self.store = store
         self.embedder = embedder
@@ -48,7 +41,7 @@ class HeldoutScorer:
         self._cache: dict[int, dict] = {}
 
     def metrics(self, version_id: int) -> dict:
-        from eval.retrieval_probes import score_probes
+        from eval.probes.retrieval import score_probes
 
         if version_id not in self._cache:
             _, summary = score_probes(self.store, self.embedder, self.probes, version_id)
@@ -56,8 +49,12 @@ class HeldoutScorer:
         return self._cache[version_id]
 
 
-def decide(before: dict, after: dict, mode: str = "improve", tol: float | None = None) -> Verdict:
-    tol = tolerance() if tol is None else tol
+def decide(before: dict, after: dict, mode: str = "improve", tol: float | None = None,
+           gain: float | None = None) -> Verdict:
+    """`tol`: KAIZEN_REPAIR_TOLERANCE; `gain`: KAIZEN_REPAIR_MIN_GAIN, the smallest rise that counts as an
+    improvement (below it, one probe moving one rank is noise). None: the declared defaults."""
+    tol = DEFAULT_TOLERANCE if tol is None else tol
+    gain = DEFAULT_MIN_GAIN if gain is None else gain
     if not before.get("probes"):
         return Verdict(False, "no held-out probes to judge the change on (import or generate probes first)",
                        before, after)
@@ -65,7 +62,6 @@ def decide(before: dict, after: dict, mode: str = "improve", tol: float | None =
     if regressed:
         return Verdict(False, "regresses " + ", ".join(f"{m} {before[m]:.3f}->{after[m]:.3f}" for m in regressed)
                        + f" beyond the tolerance {tol}", before, after)
-    gain = min_gain()
     improved = [m for m in GUARD_METRICS if after[m] >= before[m] + gain - 1e-9 and after[m] > before[m]]
     if mode == "improve" and not improved:
         return Verdict(False, f"no trusted held-out metric improved by {gain} or more", before, after)

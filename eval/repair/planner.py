@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
+from eval.judging.trust import GOLD_METRICS, trusted_llm_metrics
+from eval.settings import EvalSettings
 from store import locks
-from store.config import env_int
 from store.kb_versions import activate, record_change, require_active
 from store.reindex import clean_abandoned
 
 from .actions import Action, NothingToBuild, RepairContext, SourceVanished
 from .candidate import CandidateBuilder
 from .diagnose import diagnose
-from .guard import HeldoutScorer, decide, tolerance
-from .trust import GOLD_METRICS, trusted_llm_metrics
+from .guard import HeldoutScorer, decide
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +71,6 @@ class Plan:
         return data
 
 
-class _Lock:
-    """A session-level advisory lock on a connection of its own (held for the whole run)."""
-
-    def __init__(self, store, key: int, wait: bool):
-        self.conn = store.engine.connect()
-        if wait:
-            self.conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            self.held = True
-        else:
-            self.held = bool(self.conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        self.key = key
-        self.conn.commit()
-
-    def release(self):
-        try:
-            if self.held:
-                self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                self.conn.commit()
-        finally:
-            self.conn.close()
-
-
 def _last_change(session, version_id: int) -> int:
     return session.execute(sa.text("SELECT coalesce(max(id), 0) FROM kb_changes WHERE kb_version = :v"),
                            {"v": version_id}).scalar_one()
@@ -112,9 +90,7 @@ def _record(session, action: Action, result: ActionResult, actor: str) -> int:
 def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutScorer, actor: str,
            reindex_lock_conn) -> ActionResult:
     started = time.perf_counter()
-    reindex_lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": locks.REINDEX})
-    reindex_lock_conn.commit()
-    try:
+    with locks.session_lock(reindex_lock_conn, locks.REINDEX):
         with store.session() as s:
             base = require_active(s)
             base_change = _last_change(s, base.id)
@@ -137,7 +113,8 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
         else:
             result.metrics_before = scorer.metrics(base.id)
             result.metrics_after = scorer.metrics(builder.id)
-            verdict = decide(result.metrics_before, result.metrics_after, action.guard)
+            verdict = decide(result.metrics_before, result.metrics_after, action.guard,
+                             ctx.settings.repair_tolerance, ctx.settings.repair_min_gain)
             result.reason = verdict.reason
             with store.session() as s:
                 if verdict.promote and _last_change(s, base.id) != base_change:
@@ -163,9 +140,6 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
             ctx.rejected_outputs.clear()
             result.change_id = _record(s, action, result, actor)
         return result
-    finally:
-        reindex_lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": locks.REINDEX})
-        reindex_lock_conn.commit()
 
 
 def _alert(store, alert_id: int | None, status: str | None = None) -> dict | None:
@@ -174,7 +148,8 @@ def _alert(store, alert_id: int | None, status: str | None = None) -> dict | Non
     with store.session() as s:
         if status is not None:
             s.execute(sa.text("UPDATE quality_alerts SET status = :st, resolved_at = CASE WHEN :st IN "
-                              "('repaired', 'no_repair') THEN now() END WHERE id = :id"), {"st": status, "id": alert_id})
+                              "('repaired', 'no_repair') THEN now() END WHERE id = :id"),
+                      {"st": status, "id": alert_id})
         row = s.execute(sa.text("SELECT id, metric, baseline, observed, status FROM quality_alerts WHERE id = :id"),
                         {"id": alert_id}).mappings().first()
     return dict(row) if row else None
@@ -187,96 +162,93 @@ def _default_llm():
 
 
 def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, embedder=None,
-                actor: str = ACTOR, wait: bool = False, llm=None, check=None, max_rounds: int | None = None) -> Plan:
+                actor: str = ACTOR, wait: bool = False, llm=None, check=None, max_rounds: int | None = None,
+                settings: EvalSettings | None = None) -> Plan:
     """Diagnose the active KB version and repair it under the held-out guard. `alert_id`: the quality alert that
     asked for it (its metric must be trusted for the planner to go beyond fixing defects); `dry_run`: only print
     the plan; `llm`: a factory for the model (default agent.llm.get_llm); `check`: called during builds (tests
-    inject crashes through it)."""
+    inject crashes through it); `settings`: an EvalSettings (default: EvalSettings())."""
     started = time.perf_counter()
+    settings = settings or EvalSettings()
     if embedder is None:
-        from store.embeddings import load_embedder
+        from store.embeddings import store_embedder
 
-        embedder = load_embedder(threads=store.settings.embed_threads)
-    lock = _Lock(store, locks.PLANNER, wait)
-    if not lock.held:
-        lock.release()
-        return Plan("busy", "another repair planner is running on this knowledge base; this one exits without "
-                    "changing anything (run `kaizen improve` again when it is done)", alert_id, dry_run)
-    plan = Plan("done", "", alert_id, dry_run)
-    try:
-        alert = _alert(store, alert_id, None if dry_run else "planning")
-        explore = False
-        notes = []
-        if alert is not None:
-            trusted = set(GOLD_METRICS) | trusted_llm_metrics(store)
-            explore = alert["metric"] in trusted
-            if not explore:
-                notes.append(f"alert {alert_id} is on {alert['metric']}, which the judge calibration does not trust: "
-                             "only defects are repaired")
-        elif alert_id is not None:
-            notes.append(f"no quality alert {alert_id}")
-        with store.session() as s:
-            plan.active_before = require_active(s).id
-        if not dry_run:
-            clean_abandoned(store)
-        ctx = RepairContext(store, embedder, llm or _default_llm, check=check)
-        scorer = HeldoutScorer(store, embedder)
-        tried: set[str] = set()
-        rounds = max_rounds or env_int("KAIZEN_REPAIR_MAX_ROUNDS", 5)
-        while plan.rounds < rounds:
+        embedder = store_embedder(store.settings)
+    with store.engine.connect() as conn, locks.session_lock(conn, locks.PLANNER, wait=wait) as held:
+        if not held:
+            return Plan("busy", "another repair planner is running on this knowledge base; this one exits without "
+                        "changing anything (run `kaizen improve` again when it is done)", alert_id, dry_run)
+        plan = Plan("done", "", alert_id, dry_run)
+        try:
+            alert = _alert(store, alert_id, None if dry_run else "planning")
+            explore = False
+            notes = []
+            if alert is not None:
+                trusted = set(GOLD_METRICS) | trusted_llm_metrics(store, settings=settings)
+                explore = alert["metric"] in trusted
+                if not explore:
+                    notes.append(f"alert {alert_id} is on {alert['metric']}, which the judge calibration does not "
+                                 "trust: only defects are repaired")
+            elif alert_id is not None:
+                notes.append(f"no quality alert {alert_id}")
             with store.session() as s:
-                version = require_active(s)
-            diagnosis = diagnose(store, embedder, version, explore=explore)
-            pending = [a for a in diagnosis.actions if a.signature() not in tried]
-            if plan.rounds == 0:
-                plan.findings = [f.as_dict() for f in diagnosis.findings]
-                plan.planned = [a.as_dict() for a in pending]
-            plan.rounds += 1
-            if dry_run or not pending:
-                break
-            promoted = False
-            for action in pending:
-                tried.add(action.signature())
-                result = _apply(store, embedder, action, ctx, scorer, actor, lock.conn)
-                plan.results.append(result)
-                log.info("repair %s: %s (%s)", action.kind, result.decision, result.reason)
-                if result.decision == "promoted":
-                    promoted = True
-                    break  # the KB changed: diagnose again before the next action
-            if not promoted:
-                break
-        with store.session() as s:
-            plan.active_after = require_active(s).id
-        if dry_run:
-            plan.status = "dry_run"
-            plan.message = (f"{len(plan.planned)} action(s) planned" if plan.planned
-                            else "nothing to do: no defect found in the knowledge base")
-        elif not plan.results:
-            plan.status = "nothing_to_do"
-            plan.message = "nothing to do: no defect found; the knowledge base is left as it is"
-        else:
-            plan.message = (f"{len(plan.results)} action(s) tried, {len(plan.kept)} kept; active KB version "
-                            f"{plan.active_before} -> {plan.active_after}")
-        if notes:
-            plan.message += " (" + "; ".join(notes) + ")"
-        if alert is not None and not dry_run:
-            _alert(store, alert_id, "repaired" if plan.kept else "no_repair")
-    finally:
-        lock.release()
-        plan.seconds = time.perf_counter() - started
+                plan.active_before = require_active(s).id
+            if not dry_run:
+                clean_abandoned(store)
+            ctx = RepairContext(store, embedder, llm or _default_llm, check=check, settings=settings)
+            scorer = HeldoutScorer(store, embedder)
+            tried: set[str] = set()
+            rounds = max_rounds or settings.repair_max_rounds
+            while plan.rounds < rounds:
+                with store.session() as s:
+                    version = require_active(s)
+                diagnosis = diagnose(store, embedder, version, explore=explore, settings=settings)
+                pending = [a for a in diagnosis.actions if a.signature() not in tried]
+                if plan.rounds == 0:
+                    plan.findings = [f.as_dict() for f in diagnosis.findings]
+                    plan.planned = [a.as_dict() for a in pending]
+                plan.rounds += 1
+                if dry_run or not pending:
+                    break
+                promoted = False
+                for action in pending:
+                    tried.add(action.signature())
+                    result = _apply(store, embedder, action, ctx, scorer, actor, conn)
+                    plan.results.append(result)
+                    log.info("repair %s: %s (%s)", action.kind, result.decision, result.reason)
+                    if result.decision == "promoted":
+                        promoted = True
+                        break  # the KB changed: diagnose again before the next action
+                if not promoted:
+                    break
+            with store.session() as s:
+                plan.active_after = require_active(s).id
+            if dry_run:
+                plan.status = "dry_run"
+                plan.message = (f"{len(plan.planned)} action(s) planned" if plan.planned
+                                else "nothing to do: no defect found in the knowledge base")
+            elif not plan.results:
+                plan.status = "nothing_to_do"
+                plan.message = "nothing to do: no defect found; the knowledge base is left as it is"
+            else:
+                plan.message = (f"{len(plan.results)} action(s) tried, {len(plan.kept)} kept; active KB version "
+                                f"{plan.active_before} -> {plan.active_after}")
+            if notes:
+                plan.message += " (" + "; ".join(notes) + ")"
+            if alert is not None and not dry_run:
+                _alert(store, alert_id, "repaired" if plan.kept else "no_repair")
+        finally:
+            plan.seconds = time.perf_counter() - started
     return plan
 
 
 def run_actions(store, embedder, actions: list[Action], *, llm=None, check=None,
-                actor: str = ACTOR) -> list[ActionResult]:
+                actor: str = ACTOR, settings: EvalSettings | None = None) -> list[ActionResult]:
     """Apply given actions (no diagnosis) under the same locks and guard: for tests and scripted repairs."""
-    lock = _Lock(store, locks.PLANNER, wait=True)
-    try:
-        ctx = RepairContext(store, embedder, llm or _default_llm, check=check)
+    with store.engine.connect() as conn, locks.session_lock(conn, locks.PLANNER):
+        ctx = RepairContext(store, embedder, llm or _default_llm, check=check, settings=settings or EvalSettings())
         scorer = HeldoutScorer(store, embedder)
-        return [_apply(store, embedder, a, ctx, scorer, actor, lock.conn) for a in actions]
-    finally:
-        lock.release()
+        return [_apply(store, embedder, a, ctx, scorer, actor, conn) for a in actions]
 
 
-__all__ = ["run_planner", "run_actions", "Plan", "ActionResult", "tolerance"]
+__all__ = ["run_planner", "run_actions", "Plan", "ActionResult"]

@@ -159,7 +159,8 @@ def upgrade() -> None:
         """
     )
     comments = {
-        ("TABLE", "probes"): "Questions with a reference answer and gold documents/chunks, used to measure the knowledge "
+        ("TABLE", "probes"): "Questions with a reference answer and gold documents/chunks, "
+        "used to measure the knowledge "
         "base: imported question sets and questions the local model generated from chunks. split = train (repairs "
         "may be derived from it) or heldout (only used to judge repairs).",
         ("TABLE", "eval_runs"): "One evaluation pass (of new interactions, a probe set on a KB version, a judge "

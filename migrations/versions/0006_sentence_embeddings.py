@@ -19,7 +19,8 @@ depends_on = None
 def upgrade() -> None:
     op.execute("ALTER TABLE chunks ADD COLUMN sentence_embeddings vector[]")
     op.execute(
-        "COMMENT ON COLUMN chunks.sentence_embeddings IS 'One embedding per sentence of search_text (store/sentences.py), "
+        "COMMENT ON COLUMN chunks.sentence_embeddings IS 'One embedding per sentence of search_text "
+        "(store/sentences.py), "
         "each sentence embedded with the document title; embedding is their normalised mean. NULL in KB versions "
         "built before sentence vectors.'"
     )

@@ -1,0 +1,124 @@
+"""The answering commands: `kaizen chat`, `kaizen ask`, `kaizen graph`, `kaizen models`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .output import json_option, print_json
+
+
+def _queue_evaluation(store, interaction_id: int) -> None:
+    """Queue the answer's evaluation for the background worker; never waits for it, never fails the answer."""
+    from eval.worker.jobs import enqueue_interaction
+
+    enqueue_interaction(store, interaction_id)
+
+
+def register_commands(cli: click.Group) -> None:
+    @cli.command(name="chat")
+    @click.option("--thread", help="resume this conversation thread (see /threads)")
+    def chat_command(thread: str | None) -> int:
+        """the chat REPL over the knowledge base (works in a pipe too)
+
+        /help inside lists the REPL's commands. Each answer is queued for evaluation by `kaizen worker`."""
+        from agent.graph import Agent
+        from agent.repl import Repl
+
+        agent = Agent(on_recorded=_queue_evaluation)
+        try:
+            return Repl(agent, thread_id=thread).run()
+        finally:
+            agent.close()
+
+    @cli.command(name="ask")
+    @click.argument("question")
+    @click.option("--thread", help="ask as a follow-up in this thread (the JSON output gives thread_id)")
+    @json_option
+    def ask_command(question: str, thread: str | None, as_json: bool) -> int:
+        """answer one question from the knowledge base
+
+        The answer streams to stdout, then its citations; the thread and interaction ids go to stderr. With
+        --json: the answer, citations, timings as JSON. The answer is queued for evaluation by `kaizen worker`."""
+        from agent.graph import Agent, clean_question
+
+        clean_question(question)  # an empty question fails before anything loads
+        agent = Agent(on_recorded=_queue_evaluation)
+        try:
+            if as_json:
+                print_json(agent.ask(question, thread).as_json())
+                return 0
+            result = agent.ask(question, thread, on_event=_streamer())
+            sys.stdout.write("\n")
+            if result.warning:
+                print(f"⚠ {result.warning}")
+            for c in result.citations:
+                print(f"[{c['number']}] {c['title'] or '(untitled)'} · {c['source_uri']} · chunk {c['chunk_id']}"
+                      + (" (matched)" if c.get("inferred") else ""))
+            print(f"(thread {result.thread_id}, interaction {result.interaction_id})", file=sys.stderr)
+            return 0
+        finally:
+            agent.close()
+
+    @cli.command(name="graph")
+    def graph_command() -> int:
+        """print the agent's state machine as Mermaid"""
+        from agent.graph import mermaid
+
+        sys.stdout.write(mermaid())
+        return 0
+
+    @cli.group(name="models", invoke_without_command=True)
+    @click.pass_context
+    def models_group(ctx: click.Context) -> int:
+        """list the chat models, or install the opt-in stronger one
+
+        Without a subcommand: `kaizen models list`."""
+        if ctx.invoked_subcommand is None:
+            return _list_models()
+        return 0
+
+    @models_group.command(name="list")
+    def models_list_command() -> int:
+        """the chat model in use and the installable ones"""
+        return _list_models()
+
+    @models_group.command(name="install")
+    @click.argument("name")
+    @click.option("--cache", help="where to keep the downloaded parts (default: $KAIZEN_HOME/model-parts)")
+    def models_install_command(name: str, cache: str | None) -> int:
+        """download, assemble and verify an opt-in model (e.g. qwen2.5-1.5b)"""
+        from agent.model_files import install_model
+        from store.settings import StoreSettings
+
+        path = install_model(name, cache=cache, log=lambda m: print(m, file=sys.stderr), home=StoreSettings().home)
+        print(f"installed {path}")
+        print(f"use it with:  export KAIZEN_CHAT_MODEL={path}")
+        return 0
+
+
+def _streamer():
+    """An on_event callback printing the answer's tokens as they come (and a note when it is answered again)."""
+    streamed = {"any": False}
+
+    def on_event(event: dict) -> None:
+        if event.get("type") == "token":
+            text = event["text"] if streamed["any"] else event["text"].lstrip()
+            streamed["any"] = True
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        elif event.get("type") == "retry":
+            sys.stdout.write(f"\n[not verified ({event.get('reason')}); answering again more strictly]\n")
+            streamed["any"] = False
+
+    return on_event
+
+
+def _list_models() -> int:
+    from agent.model_files import describe_models
+    from agent.settings import AgentSettings
+
+    for line in describe_models(AgentSettings().chat_model):
+        print(line)
+    return 0

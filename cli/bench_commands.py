@@ -1,0 +1,231 @@
+"""`kaizen bench retrieval|scale|answer|judge|recovery`: the benchmarks of eval/bench/, printed.
+
+Each eval.bench module's `run(...)` returns its result as a dict (the `--json` output); the tables here are the
+text view of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .judge_commands import SHARED_DATA
+from .output import err, json_option, out, print_json, print_table
+
+HOME_HELP = "keep the benchmark database in this KAIZEN_HOME (default: temporary)"
+
+
+def register_commands(cli: click.Group) -> None:
+    @cli.group(name="bench")
+    def bench_group() -> None:
+        """benchmarks (JSON with --json)
+
+        Each builds its own embedded database (in a temporary KAIZEN_HOME unless --home), never the one in use."""
+
+    @bench_group.command(name="retrieval")
+    @click.option("--corpus", required=True, help="the corpus (../shared/data format, JSONL)")
+    @click.option("--questions", required=True, help="the question file (../shared/data format, JSONL)")
+    @click.option("--limit", type=int, default=None, help="use only the first N answerable questions")
+    @click.option("--home", help=HOME_HELP)
+    @json_option
+    def retrieval_command(corpus: str, questions: str, limit: int | None, home: str | None, as_json: bool) -> int:
+        """recall@k / MRR / latency / ingestion speed on a question set
+
+        Per search mode (hybrid, vector, text): recall@1/5/10 and MRR@10 of the gold passages, p50/p95 query
+        latency; and ingestion speed against the raw embedding model. With --home a second run skips unchanged
+        documents, so the ingestion figures mean something only on a fresh home."""
+        from eval.bench.retrieval import run
+
+        result = run(corpus, questions, limit, home)
+        if as_json:
+            print_json(result)
+            return 0
+        ing = result["ingest"]
+        out.print(f"{result['documents']} documents, {result['chunks']} chunks; ingest {ing['seconds']}s "
+                  f"({ing['chunks_per_second']} chunks/s, raw embedding {ing['raw_embedding_chunks_per_second']}/s)")
+        keys = ["recall@1", "recall@5", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"]
+        print_table(["mode", *keys], [[mode, *[m[k] for k in keys]] for mode, m in result["modes"].items()])
+        return 0
+
+    @bench_group.command(name="scale")
+    @click.option("--n", type=int, default=100000, help="vectors (default 100000)")
+    @click.option("--dim", type=int, default=384, help="dimensions (default 384)")
+    @click.option("--queries", type=int, default=200, help="queries (default 200)")
+    @json_option
+    def scale_command(n: int, dim: int, queries: int, as_json: bool) -> int:
+        """HNSW on synthetic clustered vectors: insert rate, build time, recall, latency
+
+        Insert rows/s (binary COPY), HNSW build time, recall@10 against an exact scan of the same vectors and
+        p50/p95 latency for several hnsw.ef_search values, in a throw-away embedded database."""
+        from eval.bench.scale import run
+
+        result = run(n, dim, queries)
+        if as_json:
+            print_json(result)
+            return 0
+        out.print(f"{result['n']} vectors × {result['dim']}: insert {result['insert_rows_per_second']} rows/s, "
+                  f"HNSW build {result['hnsw_build_seconds']}s")
+        print_table(["ef_search", "recall@10", "p50 ms", "p95 ms"],
+                    [[ef, m["recall@10"], m["latency_ms_p50"], m["latency_ms_p95"]]
+                     for ef, m in result["by_ef_search"].items()])
+        return 0
+
+    @bench_group.command(name="answer")
+    @click.option("--corpus", required=True, help="the corpus (../shared/data format, JSONL)")
+    @click.option("--questions", required=True, help="the question file (../shared/data format, JSONL)")
+    @click.option("--limit", type=int, default=20, help="the first N questions (answerable and unanswerable)")
+    @click.option("--skip", type=int, default=0,
+                  help="skip the first N answerable and N unanswerable questions (for example, those tuned on)")
+    @click.option("--home", help=HOME_HELP)
+    @json_option
+    def answer_command(corpus: str, questions: str, limit: int | None, skip: int, home: str | None,
+                       as_json: bool) -> int:
+        """answer latency vs raw llama.cpp, LLM calls, tokens, abstention, F1/EM
+
+        The whole graph on each question, against one raw llama.cpp call generating as many tokens from the
+        same final prompt; abstention on answerable and unanswerable questions; token F1 / exact match against
+        the reference. Progress goes to stderr; --json gives every question."""
+        from eval.bench.answer import run
+
+        result = run(corpus, questions, limit, home, _answer_progress, skip)
+        if as_json:
+            print_json(result)
+            return 0
+        print_answer_summary(result)
+        return 0
+
+    @bench_group.command(name="judge")
+    @click.option("--corpus", default=str(SHARED_DATA / "clapnq" / "corpus.jsonl"),
+                  help="the corpus (default: ../shared/data/clapnq/corpus.jsonl)")
+    @click.option("--questions", default=str(SHARED_DATA / "clapnq" / "questions.dev.jsonl"),
+                  help="the question file (default: ../shared/data/clapnq/questions.dev.jsonl)")
+    @click.option("--pairs", type=int, default=12, help="labelled pairs (default 12)")
+    @click.option("--metrics", help="comma-separated LLM metrics (default: the reference-free ones + answer_accuracy)")
+    @click.option("--interactions", type=int, default=2, help="real agent answers to time the evaluation on")
+    @click.option("--judge-model", multiple=True,
+                  help="a .gguf judge (repeatable; default: the chat model and the installed opt-in model)")
+    @click.option("--output", help="also write the JSON here (updated after each judge)")
+    @json_option
+    def judge_command(corpus: str, questions: str, pairs: int, metrics: str | None, interactions: int,
+                      judge_model: tuple[str, ...], output: str | None, as_json: bool) -> int:
+        """judge AUC per metric and model, non-LLM metrics, seconds per evaluation
+
+        Per judge model: the ROC AUC of every LLM metric on the same labelled pairs, seconds per judged item and
+        per evaluated interaction; also the AUC of the metrics that need no LLM, and a check that the gold-id
+        retrieval metrics agree exactly with the benchmark's own ranking code."""
+        from eval.bench.judge import run
+
+        def save(result: dict) -> None:
+            if output:
+                Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str),
+                                        encoding="utf-8")
+
+        progress = None if as_json else (lambda message: out.print(message))
+        result = run(corpus, questions, pairs=pairs, judge_models=list(judge_model) or None, metrics=metrics,
+                     interactions=interactions, progress=progress, checkpoint=save)
+        save(result)
+        if as_json:
+            print_json(result)
+            return 0
+        print_judge_summary(result)
+        return 0
+
+    @bench_group.command(name="recovery")
+    @click.option("--corpus", required=True, help="the corpus (../shared/data format, JSONL)")
+    @click.option("--questions", required=True, help="the question file (../shared/data format, JSONL)")
+    @click.option("--limit", type=int, default=None, help="use only the first N answerable questions as probes")
+    @click.option("--home", help=HOME_HELP)
+    @click.option("--answer-probes", type=int, default=20,
+                  help="held-out probes the agent answers at each phase for the RAGAS metrics (0: skip them)")
+    @click.option("--judge-metrics", default="answer_relevancy",
+                  help="comma-separated LLM metrics to calibrate the judge on and, where trusted, grade with")
+    @click.option("--output", help="also write the JSON result to this file")
+    @json_option
+    def recovery_command(corpus: str, questions: str, limit: int | None, home: str | None, answer_probes: int,
+                         judge_metrics: str, output: str | None, as_json: bool) -> int:
+        """degrade the KB on purpose, let the planner repair it, measure recovery
+
+        Measures held-out quality, lets the planner run on the clean KB (it must change nothing), degrades the KB
+        (tiny fragments, titles stripped, noise chunks), raises the alert the worker's drift check would raise,
+        lets the planner repair it and measures again. The recovered share is (recovered - degraded) /
+        (baseline - degraded) of held-out recall@5."""
+        from eval.bench.recovery import run
+        from eval.judging.ragas_metrics import selected_metrics
+
+        if answer_probes < 0:
+            raise SystemExit("--answer-probes must be 0 or more")
+        metrics = selected_metrics(judge_metrics, ("answer_relevancy",))
+        result = run(corpus, questions, limit, home, answer_probes=answer_probes, judge_metrics=metrics)
+        if output:
+            Path(output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if as_json:
+            print_json(result)
+            return 0
+        print_recovery_summary(result)
+        return 0
+
+
+def _answer_progress(i: int, n: int, row: dict) -> None:
+    print(f"[{i}/{n}] {'A' if row['answerable'] else 'U'} {row['total_ms']:.0f} ms ratio "
+          f"{row['latency_ratio']} calls {row['llm_calls']} abstained {row['abstained']} :: "
+          f"{row['question'][:60]}", file=sys.stderr, flush=True)
+
+
+def print_answer_summary(result: dict) -> None:
+    s = result["summary"]
+    out.print(f"{result['model']} · {s['questions']} questions ({s['answerable']} answerable) · {result['seconds']}s")
+    lr = s["latency_ratio_to_raw_llama_cpp"]
+    rows = [
+        ["latency ratio to raw llama.cpp (answerable, median / sum)",
+         f"{lr['answerable_median']} / {lr['answerable_sum_ratio']}"],
+        ["total latency ms (median / p90)", f"{s['total_ms']['median']} / {s['total_ms']['p90']}"],
+        ["time to first token ms (median)", s["ttft_ms"]["median"]],
+        ["LLM calls per question (median)", s["llm_calls"]["median"]],
+        ["prompt tokens processed per question (median)", s["prompt_tokens_processed"]["median"]],
+        ["generated tokens (median)", s["generated_tokens"]["median"]],
+        ["tokens/s (median)", s["tokens_per_s"]["median"]],
+        ["abstention answerable / unanswerable",
+         f"{s['abstention_rate']['answerable']} / {s['abstention_rate']['unanswerable']}"],
+    ]
+    if "answer_quality_answerable" in s:
+        q = s["answer_quality_answerable"]
+        rows.append(["token F1 / exact match (answerable)", f"{q['token_f1']} / {q['exact_match']}"])
+    print_table(["measure", "value"], rows)
+    err.print("[dim]--json gives every question[/dim]")
+
+
+def print_judge_summary(result: dict) -> None:
+    rows = []
+    for judge in result["judges"]:
+        for m in judge["metrics"]:
+            rows.append([judge["judge_model"], m["metric"], m["auc"], f"{m['scored']}/{m['items']}",
+                         m["seconds_per_item"], "yes" if m["trusted"] else "no"])
+    for m in result.get("non_llm_metrics", []):
+        rows.append(["(no LLM)", m["metric"], m["auc"], f"{m['scored']}/{m['items']}", m["seconds_per_item"],
+                     "yes" if m["trusted"] else "no"])
+    print_table(["judge", "metric", "AUC", "scored", "s/item", "trusted"], rows, title="judge calibration")
+    for judge in result["judges"]:
+        out.print(f"{judge['judge_model']}: {judge['interaction_eval']['seconds_per_interaction']}s per evaluated "
+                  f"interaction (load {judge['interaction_eval']['load_average_before']})")
+    gold = result["gold_id_metrics"]
+    out.print(f"gold-id metrics on {gold['probes']} probes: exact={gold['exact']} {gold['summary']}")
+
+
+def print_recovery_summary(result: dict) -> None:
+    from eval.judging.trust import GOLD_METRICS
+
+    h = result["heldout"]
+    print_table(["held-out", *GOLD_METRICS], [[phase, *[h[phase][m] for m in GOLD_METRICS]]
+                                              for phase in ("baseline", "degraded", "recovered")])
+    ragas = result["ragas"]
+    if isinstance(ragas, dict) and ragas.get("trusted_metrics"):
+        phases = [p for p in ("baseline", "degraded", "recovered") if p in ragas]
+        print_table(["held-out answers", *ragas["trusted_metrics"], "abstained"],
+                    [[p, *[ragas[p]["metrics"].get(m) for m in ragas["trusted_metrics"]], ragas[p]["abstained_share"]]
+                     for p in phases])
+    out.print(f"recovered {result['recovered_share_recall@5']} of the recall@5 lost; "
+              f"{result['repair']['actions_taken']} action(s) taken, {result['repair']['actions_kept']} kept; "
+              f"clean KB: {result['clean_kb']['message']}; {result['seconds']['total']}s "
+              f"(load {result['load_average']})")

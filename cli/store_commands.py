@@ -1,0 +1,264 @@
+"""The knowledge-store commands: `kaizen ingest`, `reindex`, `search`, `sql`, `status`, `schema`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import click
+
+from .output import err, json_option, out, print_json, print_table, progress_bar
+
+
+def open_store():
+    from store.database import Store
+
+    return Store()
+
+
+def embedder(settings=None):
+    """The embedder the settings (default: read from the environment now) ask for."""
+    from store.embeddings import store_embedder
+    from store.settings import StoreSettings
+
+    return store_embedder(settings or StoreSettings())
+
+
+def register_commands(cli: click.Group) -> None:
+    @cli.command(name="ingest")
+    @click.argument("paths", nargs=-1, required=True)
+    @click.option("--if-empty", is_flag=True, help="do nothing when the knowledge base has documents")
+    @json_option
+    def ingest_command(paths: tuple[str, ...], if_empty: bool, as_json: bool) -> int:
+        """add files and folders (.md .txt .html .pdf .jsonl) to the knowledge base
+
+        Unchanged documents (same content hash) are skipped and changed ones replaced; documents whose source
+        vanished from a scanned file or folder are marked missing. Exits 1 when a source could not be loaded."""
+        from store.ingest import ingest
+
+        store = open_store()
+        if if_empty and _has_documents(store):
+            return 0
+        with progress_bar("ingesting") as progress:
+            report = ingest(store, embedder(), list(paths), progress=progress)
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            out.print(
+                f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+                f"missing {report.missing}, failed {report.failed}; {report.chunks} chunks in {report.seconds:.1f}s "
+                f"(KB version {report.kb_version})"
+            )
+            for error in report.errors:
+                err.print(f"[red]error[/red] {error.source}: {error.message}", highlight=False)
+        return 0 if report.ok else 1
+
+    @cli.command(name="reindex")
+    @click.option("--reason", default="reindex", help="why, as recorded with the new KB version (default reindex)")
+    @json_option
+    def reindex_command(reason: str, as_json: bool) -> int:
+        """rebuild all chunks and embeddings into a new KB version and switch to it"""
+        from store.reindex import reindex
+
+        store = open_store()
+        with progress_bar("re-indexing") as progress:
+            report = reindex(store, embedder(), reason=reason, progress=progress)
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            out.print(f"KB version {report.new_version} is active ({report.documents} documents, {report.chunks} "
+                      f"chunks, {report.seconds:.1f}s); version {report.previous_version} retired")
+        return 0
+
+    @cli.command(name="search")
+    @click.argument("query")
+    @click.option("-k", "k", type=int, default=5, help="how many chunks (default 5)")
+    @click.option("--mode", type=click.Choice(["hybrid", "vector", "text"]), default="hybrid",
+                  help="hybrid (default), vector or text (full-text) search")
+    @click.option("--source", help="only documents whose source URI starts with this prefix")
+    @click.option("--doc", type=int, multiple=True, help="only this document id (repeatable)")
+    @json_option
+    def search_command(query: str, k: int, mode: str, source: str | None, doc: tuple[int, ...],
+                       as_json: bool) -> int:
+        """hybrid search over the active KB version"""
+        from store.search import Filters, search
+
+        store = open_store()
+        filters = Filters(source_prefix=source, document_ids=tuple(doc) if doc else None)
+        with store.session() as s:
+            hits = search(s, embedder(), query, k=k, mode=mode, filters=filters, settings=store.settings)
+        if as_json:
+            print_json([h.as_dict() for h in hits])
+            return 0
+        if not hits:
+            out.print("no matching chunks")
+        for rank, hit in enumerate(hits, start=1):
+            out.print(f"[bold]{rank}. {hit.title}[/bold]  [dim]{hit.source_uri} · chunk {hit.chunk_id} · "
+                      f"score {hit.score:.4f}[/dim]", highlight=False)
+            text = hit.text if len(hit.text) <= 400 else hit.text[:400] + "…"
+            out.print(f"   {text}", highlight=False, markup=False)
+        return 0
+
+    @cli.command(name="sql")
+    @click.argument("statement", required=False)
+    @click.option("--write", is_flag=True, help="allow statements that change data")
+    @json_option
+    def sql_command(statement: str | None, write: bool, as_json: bool) -> int:
+        """run SQL against the knowledge store (read-only unless --write)
+
+        Without STATEMENT: psql when it is installed and this is a terminal, else a prompt that reads statements
+        ending in ';' (from a pipe too)."""
+        from store.sql_console import run_sql
+
+        store = open_store()
+        if statement is None:
+            return _interactive_sql(store, write)
+        result = run_sql(store, statement, write=write)
+        if as_json:
+            print_json([dict(zip(result.columns, row)) for row in result.rows])
+        elif result.columns:
+            print_table(result.columns, result.rows)
+            out.print(f"[dim]{len(result.rows)} row(s)[/dim]")
+        else:
+            out.print(result.status)
+        return 0
+
+    @cli.command(name="status")
+    @json_option
+    def status_command(as_json: bool) -> int:
+        """where the database is, counts, the active KB version, the models"""
+        data = status_data(open_store())
+        if as_json:
+            print_json(data)
+        else:
+            print_status(data)
+        return 0
+
+    @cli.command(name="schema")
+    def schema_command() -> int:
+        """print the database schema as Markdown (the README's schema section)"""
+        from store.sql_console import schema_markdown
+
+        sys.stdout.write(schema_markdown(open_store()))
+        return 0
+
+
+def _has_documents(store) -> bool:
+    import sqlalchemy as sa
+
+    with store.session() as s:
+        return bool(s.execute(sa.text("SELECT count(*) FROM documents")).scalar_one())
+
+
+def _interactive_sql(store, write: bool) -> int:
+    psql = shutil.which("psql")
+    if psql and sys.stdin.isatty():
+        env = dict(os.environ)
+        if not write:
+            env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c default_transaction_read_only=on").strip()
+        err.print("[dim]psql session" + ("" if write else " (read-only)") + "; \\q quits[/dim]")
+        from store.database import libpq_url
+
+        return subprocess.call([psql, libpq_url(store.url)], env=env)
+    from store.sql_console import SqlError, run_sql
+
+    err.print("[dim]Kaizen SQL prompt" + ("" if write else " (read-only)") + "; end statements with ';', "
+              "an empty line or Ctrl-D quits[/dim]")
+    buffer = ""
+    while True:
+        try:
+            line = input("sql> " if not buffer else "...> ") if sys.stdin.isatty() else sys.stdin.readline()
+        except EOFError:
+            break
+        if not sys.stdin.isatty() and line == "":
+            break
+        line = line.rstrip("\n")
+        if not line.strip() and not buffer:
+            if sys.stdin.isatty():
+                break
+            continue
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            try:
+                result = run_sql(store, buffer.rstrip().rstrip(";"), write=write)
+                if result.columns:
+                    print_table(result.columns, result.rows)
+                else:
+                    out.print(result.status)
+            except SqlError as exc:
+                err.print(f"[red]error[/red] {exc}", highlight=False)
+            buffer = ""
+    return 0
+
+
+def status_data(store) -> dict:
+    """`kaizen status --json`: the database, the counts, the active KB version and the models."""
+    import sqlalchemy as sa
+
+    from store.database import describe_url
+    from store.embeddings import MODEL_NAME
+    from store.kb_versions import active_version
+    from store.lexical import CURRENT_SCHEME
+
+    with store.session() as s:
+        version = active_version(s)
+        docs = dict(s.execute(sa.text("SELECT status, count(*) FROM documents GROUP BY status")).all())
+        chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
+        # Chunks indexed before sentence vectors (migration 0006) are scored by their chunk vector alone.
+        without_sentences = s.execute(sa.text(
+            "SELECT count(*) FROM active_chunks a JOIN chunks c USING (id) WHERE c.sentence_embeddings IS NULL"
+        )).scalar_one()
+        versions = dict(s.execute(sa.text("SELECT status, count(*) FROM kb_versions GROUP BY status")).all())
+        retired_chunks = s.execute(sa.text(
+            "SELECT count(*) FROM chunks c JOIN kb_versions v ON v.id = c.kb_version AND v.status = 'retired'"
+        )).scalar_one()
+    caps = store.capabilities
+    return {
+        "database": {
+            "embedded": store.embedded,
+            "location": str(store.settings.pgdata) if store.embedded else None,
+            "url": describe_url(store.url),
+            "server_version": caps.server_version,
+            "pgvector_version": caps.pgvector_version,
+            "iterative_index_scans": caps.iterative_index_scans,
+        },
+        "kaizen_home": str(store.settings.home),
+        "documents": {"active": docs.get("active", 0), "missing": docs.get("missing", 0)},
+        "active_chunks": chunks,
+        "active_chunks_without_sentence_vectors": without_sentences,
+        "kb_versions": versions,
+        "retired_chunks": retired_chunks,
+        "active_kb_version": None if version is None else {
+            "id": version.id, "reason": version.reason, "embedding_model": version.embedding_model,
+            "embedding_dim": version.embedding_dim, "text_search_config": version.text_search_config,
+            "chunk_tokens": version.chunk_tokens, "chunk_overlap": version.chunk_overlap,
+            "lexical_scheme": version.lexical_scheme,
+            # A version indexed with an older scheme still searches correctly; `kaizen reindex` upgrades it.
+            "lexical_scheme_current": version.lexical_scheme == CURRENT_SCHEME,
+        },
+        "models": {"embedding": f"{MODEL_NAME} ({store.settings.embedder} runtime)"},
+    }
+
+
+def print_status(data: dict) -> None:
+    db = data["database"]
+    out.print(f"database: {'embedded PostgreSQL in ' + db['location'] if db['embedded'] else db['url']} "
+              f"(PostgreSQL {db['server_version']}, pgvector {db['pgvector_version']})", highlight=False)
+    out.print(f"documents: {data['documents']['active']} active, {data['documents']['missing']} missing; "
+              f"{data['active_chunks']} chunks in the active version")
+    v = data["active_kb_version"]
+    out.print("active KB version: " + ("none (run `kaizen ingest PATH`)" if v is None else
+              f"{v['id']} ({v['reason']}); embeddings {v['embedding_model']} ({v['embedding_dim']} dims), "
+              f"{v['chunk_tokens']}-token chunks, lexical scheme {v['lexical_scheme']}"
+              + ("" if v["lexical_scheme_current"] else " (older than this Kaizen's; `kaizen reindex` upgrades it)")),
+              highlight=False)
+    if data["active_chunks_without_sentence_vectors"]:
+        out.print(f"{data['active_chunks_without_sentence_vectors']} active chunks were indexed before sentence "
+                  "vectors and are ranked by their chunk vector alone; `kaizen reindex` adds them", highlight=False)
+    if data["retired_chunks"]:
+        retired = data["kb_versions"].get("retired", 0)
+        out.print(f"{data['retired_chunks']} chunks belong to {retired} retired KB version{'s' * (retired != 1)} "
+                  "(kept for `kaizen kb revert`); `kaizen kb prune` frees the older ones", highlight=False)
+    out.print(f"models: embedding {data['models']['embedding']}", highlight=False)

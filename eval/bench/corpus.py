@@ -1,0 +1,43 @@
+"""The database a benchmark runs in: its own embedded server, never the user's knowledge base.
+
+`bench_store(home, prefix)` yields (store, embedder, home): with `home` the data is kept there (a second run
+reuses it), without it a temporary KAIZEN_HOME is made and the server deletes its data on exit.
+`ingest_corpus` ingests and refuses to benchmark a corpus that did not load cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def bench_store(home: str | Path | None, prefix: str) -> Iterator[tuple]:
+    from store.database import Store
+    from store.embeddings import store_embedder
+    from store.settings import StoreSettings
+
+    home_dir = Path(home or tempfile.mkdtemp(prefix=prefix))
+    settings = StoreSettings(home=home_dir, database_url=None)
+    store = Store(settings, ephemeral=home is None)
+    try:
+        yield store, store_embedder(settings), home_dir
+    finally:
+        store.close()
+
+
+def ingest_corpus(store, embedder, path: str | Path):
+    from store.ingest import ingest
+
+    report = ingest(store, embedder, [str(path)])
+    if report.errors:
+        raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
+    return report
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, recorded beside timings (two cores shared with other jobs skew them)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None

@@ -1,0 +1,129 @@
+"""Metrics that need no LLM, in one place: what the library grades with and what the benchmarks report.
+
+- f1_score (token F1) / exact_match: SQuAD-style, over `normalise_tokens` (characters for Japanese, as
+  JSQuAD's official metric; lower-cased words without punctuation and articles otherwise);
+- chrf: chrF (Popović 2015), character n-grams 1..6, beta 2, whitespace removed;
+- rouge_l: ROUGE-L F1 (longest common subsequence of tokens);
+- score_ranking: recall@k and MRR@10 of a ranking against gold ids;
+- percentile: nearest-rank percentiles through numpy, None when there is nothing to rank.
+Every string metric returns a value in [0, 1]; two empty strings score 1, one empty string 0.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from typing import Iterable
+
+import numpy as np
+
+K_VALUES = (1, 5, 10)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_PUNCT = set(string.punctuation) | set("、。・「」『』（）！？：；，．〜ー…“”‘’")
+
+
+def normalise_tokens(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower()
+    if _CJK.search(text):  # JSQuAD's official metric is character-level
+        return [ch for ch in text if not ch.isspace() and ch not in _PUNCT]
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return text.split()
+
+
+def f1_score(prediction: str, reference: str) -> float:
+    pred, ref = normalise_tokens(prediction), normalise_tokens(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = Counter(pred) & Counter(ref)
+    overlap = sum(common.values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred), overlap / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalise_tokens(prediction) == normalise_tokens(reference))
+
+
+def score_ranking(ranked_ids: list[str], gold: set[str]) -> dict:
+    rank = next((i + 1 for i, doc in enumerate(ranked_ids[:10]) if doc in gold), None)
+    out = {f"recall@{k}": float(rank is not None and rank <= k) for k in K_VALUES}
+    out["mrr@10"] = 1.0 / rank if rank else 0.0
+    return out
+
+
+def percentile(values: Iterable[float | None], q: float) -> float | None:
+    """The value at quantile q (0..1) by nearest rank, ignoring None; None for no values."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return float(np.percentile(present, q * 100, method="nearest"))
+
+
+CHRF_ORDER = 6
+CHRF_BETA = 2.0
+
+
+def _char_ngrams(text: str, n: int) -> Counter:
+    return Counter(text[i:i + n] for i in range(len(text) - n + 1))
+
+
+def chrf(hypothesis: str, reference: str, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
+    hyp = "".join(hypothesis.split())
+    ref = "".join(reference.split())
+    if not hyp or not ref:
+        return float(hyp == ref)
+    precisions, recalls = [], []
+    for n in range(1, order + 1):
+        h, r = _char_ngrams(hyp, n), _char_ngrams(ref, n)
+        if not h or not r:
+            continue
+        common = sum((h & r).values())
+        precisions.append(common / sum(h.values()))
+        recalls.append(common / sum(r.values()))
+    if not precisions:
+        return 0.0
+    p, r = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    if p + r == 0:
+        return 0.0
+    b2 = beta * beta
+    return (1 + b2) * p * r / (b2 * p + r)
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(hypothesis: str, reference: str) -> float:
+    hyp, ref = normalise_tokens(hypothesis), normalise_tokens(reference)
+    if not hyp or not ref:
+        return float(hyp == ref)
+    lcs = _lcs(hyp, ref)
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(hyp), lcs / len(ref)
+    return 2 * p * r / (p + r)
+
+
+STRING_METRICS = {"chrf": chrf, "rouge_l": rouge_l, "token_f1": f1_score}
+
+
+def string_scores(answer: str, references: list[str]) -> dict[str, float]:
+    """Each string metric of `answer` against the best-matching of `references` (a probe may accept several)."""
+    references = [r for r in references if isinstance(r, str) and r.strip()]
+    if not references:
+        return {}
+    return {name: max(fn(answer, ref) for ref in references) for name, fn in STRING_METRICS.items()}
+

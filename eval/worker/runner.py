@@ -1,0 +1,144 @@
+"""`kaizen worker`: a procrastinate worker over Kaizen's database, polite to the REPL on a small machine.
+
+- Two processes that each use every core collapse on two cores, so the worker runs its model and embedder with
+  `KAIZEN_WORKER_LLM_THREADS` (1) threads and at `KAIZEN_WORKER_NICE` (10) lower CPU priority.
+- On start it queues again the jobs of workers that died mid-job (no heartbeat for `KAIZEN_WORKER_STALLED_SECONDS`);
+  a periodic job keeps doing so while it runs.
+- When the database goes away it keeps trying for `KAIZEN_WORKER_RECONNECT_SECONDS` (60) and then stops with a
+  message saying so; a job interrupted that way is retried by the next worker, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from eval.settings import EvalSettings
+from store.errors import KaizenError
+
+from .jobs import Resources, build_app, retry_stalled_jobs
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStopped(KaizenError, RuntimeError):
+    """The worker gave up (database gone for too long); the message is one line for a person."""
+
+
+class WorkerInterrupted(KaizenError, RuntimeError):
+    """The worker stopped without being asked to; it is started again."""
+
+
+def be_polite(settings: EvalSettings) -> None:
+    """Before any model loads: few threads, lower priority (this process only). The thread counts go into this
+    process's environment, so the store and agent settings the worker reads after this call (and its children)
+    use KAIZEN_WORKER_LLM_THREADS."""
+    threads = str(settings.worker_llm_threads)
+    os.environ["KAIZEN_LLM_THREADS"] = threads
+    os.environ["KAIZEN_EMBED_THREADS"] = threads
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", threads)
+    if settings.worker_nice and hasattr(os, "nice"):
+        try:
+            os.nice(settings.worker_nice)
+        except OSError as exc:
+            log.warning("could not lower the worker's priority: %s", exc)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import psycopg
+    import psycopg_pool
+    from procrastinate import exceptions
+
+    return (exceptions.ConnectorException, psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError)
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+async def _open_pool(conninfo: str, timeout: float):
+    """The worker's connection pool, opened with a bounded wait (procrastinate's own waits 30 s)."""
+    import psycopg_pool
+
+    pool = psycopg_pool.AsyncConnectionPool(
+        conninfo, min_size=1, max_size=4, open=False, check=psycopg_pool.AsyncConnectionPool.check_connection,
+        kwargs={"application_name": "kaizen-worker", "connect_timeout": 5})
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def _run_once(app, conninfo: str, resources: Resources, *, concurrency: int, once: bool,
+                    install_signal_handlers: bool, name: str, open_timeout: float) -> bool:
+    """One worker session; True when it ended because it was asked to (a signal, or `once` and the queue is
+    empty), False when procrastinate stopped it on its own (a side task such as the heartbeat lost the database)."""
+    import contextlib
+
+    from procrastinate import signals
+    from procrastinate.worker import Worker
+
+    stalled = resources.settings.worker_stalled_seconds
+    pool = await _open_pool(conninfo, open_timeout)
+    try:
+        async with app.open_async(pool):
+            await retry_stalled_jobs(app, stalled)
+            worker = Worker(
+                app=app, name=name, concurrency=concurrency, wait=not once, install_signal_handlers=False,
+                additional_context={"kaizen": resources}, stalled_worker_timeout=stalled,
+                update_heartbeat_interval=max(1.0, stalled / 3), fetch_job_polling_interval=5.0,
+                delete_jobs="never",
+            )
+            asked = {"stop": once}
+
+            def stop() -> None:  # the first SIGINT/SIGTERM finishes the running job; a second one kills
+                asked["stop"] = True
+                worker.stop()
+
+            with signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext():
+                await worker.run()
+            return asked["stop"]
+    finally:
+        await pool.close()
+
+
+def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Resources | None = None,
+               settings: EvalSettings | None = None, install_signal_handlers: bool = True,
+               name: str = "kaizen") -> None:
+    """Process jobs until stopped (SIGINT/SIGTERM finish the running job first), or with `once` until the queue is
+    empty. Raises WorkerStopped when the database stays unreachable longer than the reconnect budget."""
+    from store.database import libpq_url
+
+    settings = settings or EvalSettings()
+    resources = resources or Resources(store, settings=settings)
+    conninfo = libpq_url(store.url)
+    errors = _connection_errors()
+    lost_since: float | None = None
+    while True:
+        app = build_app(conninfo, resources.settings)
+        attempt_started = time.monotonic()
+        try:
+            if asyncio.run(_run_once(app, conninfo, resources, concurrency=concurrency, once=once,
+                                     install_signal_handlers=install_signal_handlers, name=name,
+                                     open_timeout=float(min(10, max(2, settings.worker_reconnect_seconds))))):
+                return
+            raise WorkerInterrupted("procrastinate stopped the worker after a database error in a side task")
+        except (*errors, WorkerInterrupted) as exc:
+            now = time.monotonic()
+            if lost_since is None or now - attempt_started > 10:  # it had been running: a new outage
+                lost_since = now
+            if now - lost_since >= settings.worker_reconnect_seconds:
+                raise WorkerStopped(
+                    f"lost the database ({_reason(exc)}) and could not reconnect for "
+                    f"{settings.worker_reconnect_seconds}s; "
+                    "the worker stopped: start `kaizen worker` again when the database is back "
+                    "(jobs it held are retried then)") from exc
+            log.warning("lost the database (%s); reconnecting", _reason(exc))
+            time.sleep(min(5.0, max(0.5, settings.worker_reconnect_seconds / 10)))
+            continue

@@ -1,0 +1,61 @@
+"""Shared pieces of the repair tests: a tiny knowledge base with its probes, and feedback rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+TINY = [
+    {"id": "d-owl", "title": "Owls", "text": "Owls hunt at night. An owl can turn its head 270 degrees because its "
+     "neck has fourteen vertebrae."},
+    {"id": "d-tea", "title": "Green tea", "text": "Green tea is made from unoxidised leaves of Camellia sinensis. "
+     "It originated in China."},
+    {"id": "d-bridge", "title": "Golden Gate Bridge", "text": "The Golden Gate Bridge opened in 1937. It spans the "
+     "strait between San Francisco Bay and the Pacific Ocean."},
+    {"id": "d-moon", "title": "Moon", "text": "The Moon orbits the Earth every 27.3 days and is about 384,400 "
+     "kilometres away."},
+]
+QUESTIONS = [
+    {"id": "q-owl", "question": "How far can an owl turn its head?", "gold_passage_ids": ["d-owl"], "reference": "270"},
+    {"id": "q-tea", "question": "What is green tea made from?", "gold_passage_ids": ["d-tea"], "reference": "leaves"},
+    {"id": "q-bridge", "question": "When did the Golden Gate Bridge open?", "gold_passage_ids": ["d-bridge"],
+     "reference": "1937"},
+    {"id": "q-moon", "question": "How far away is the Moon?", "gold_passage_ids": ["d-moon"],
+     "reference": "384,400 km"},
+]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def reset_eval(store):
+    with store.session() as s:
+        s.execute(sa.text("TRUNCATE probes, quality_alerts, interactions RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def tiny_kb(clean_store, embedder, tmp_path):
+    from eval.probes.sets import import_probes
+    from store.ingest import ingest
+
+    reset_eval(clean_store)
+    assert ingest(clean_store, embedder, [str(_jsonl(tmp_path / "corpus.jsonl", TINY))]).ok
+    import_probes(clean_store, _jsonl(tmp_path / "q.jsonl", QUESTIONS), probe_set="tiny", heldout_share=0.5)
+    return clean_store
+
+
+def active_id(store):
+    with store.session() as s:
+        return s.execute(sa.text("SELECT id FROM kb_versions WHERE status = 'active'")).scalar_one()
+
+
+def bad_feedback(store, question, correction):
+    with store.session() as s:
+        iid = s.execute(sa.text("INSERT INTO interactions (thread_id, question, answer, model) VALUES "
+                                "('t', :q, 'wrong', 'test') RETURNING id"), {"q": question}).scalar_one()
+        s.execute(sa.text("INSERT INTO feedback (interaction_id, rating, correction) VALUES (:i, -1, :c)"),
+                  {"i": iid, "c": correction})
