@@ -110,14 +110,14 @@ class AgentState(TypedDict, total=False):
 
 # How the grade decides, per chat model (a lower-case piece of the GGUF file name): "probability" reads P(yes) /
 # (P(yes) + P(no)) for the reply's first word and needs the threshold, chosen on ClapNQ dev questions 0-29 and
-# confirmed on 30-49 (README, "How answering works"); "reply" is the greedy JSON-constrained "yes"/"no" reply.
+# confirmed on 30-49 (docs/benchmarks.md, "Answering"); "reply" is the greedy JSON-constrained "yes"/"no" reply.
 # A model not listed keeps the reply: a probability threshold is only worth having where it was measured to rank.
 GRADE_READING_BY_MODEL: tuple[tuple[str, str, float | None], ...] = (
     # leans "yes" (P 0.43-0.92 on dev contexts) but ranks the contexts that answer higher (AUC 0.89). 0.7 until
     # sentence vectors made the retrieved contexts more topical: on questions 30-79 (first retrieval) 0.7 then
     # passed 94% of answerable contexts but rejected only 46% of unanswerable ones (0.72: 86% / 54%, 0.74: 84% /
     # 60%). The whole graph on questions 80-114 answered 74% / abstained 71% at 0.75, and six of its nine missed
-    # answers had P(yes) 0.70-0.75; 0.73 is the balance (README, "How answering works").
+    # answers had P(yes) 0.70-0.75; 0.73 is the balance (docs/benchmarks.md, "Answering").
     ("qwen2.5-coder-1.5b", "probability", 0.73),
     # its P(yes) does not rank (AUC 0.51) and as a first word it says "No" even to an obvious answer
     ("smollm2-135m", "reply", None),

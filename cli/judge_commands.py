@@ -109,7 +109,9 @@ def register_commands(cli: click.Group) -> None:
             from eval.settings import EvalSettings
 
             name = judge_model_path(EvalSettings().judge_model, AgentSettings().chat_model).name
-        data = trusted_metrics(open_store(), name)
+        from eval.judging.calibration import trusted_metric_rows
+
+        data = trusted_metric_rows(open_store(), name)
         if as_json:
             print_json(data)
             return 0
@@ -126,20 +128,6 @@ def _judge(path):
     from eval.judging.judge import load_judge
 
     return load_judge(path)
-
-
-def trusted_metrics(store, judge_name: str) -> list[dict]:
-    """`kaizen eval trusted --json`: the trusted_metrics rows of this judge (and of the metrics needing none)."""
-    import sqlalchemy as sa
-
-    from eval.judging.calibration import NO_JUDGE
-
-    with store.session() as s:
-        rows = s.execute(sa.text(
-            "SELECT judge_model, metric, auc, pairs, threshold, trusted, created_at FROM trusted_metrics "
-            "WHERE judge_model IN (:j, :none) ORDER BY judge_model, metric"), {"j": judge_name, "none": NO_JUDGE}).all()
-    return [{"judge_model": r[0], "metric": r[1], "auc": r[2], "pairs": r[3], "threshold": r[4], "trusted": r[5],
-             "calibrated_at": r[6].isoformat()} for r in rows]
 
 
 def calibration_table(metrics: list[dict]) -> None:

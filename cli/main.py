@@ -70,7 +70,9 @@ class RootGroup(Group):
             click.echo("kaizen: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
         except Exception as exc:  # one line for a person; -v shows the traceback
-            message = explain_failure(exc)
+            from agent.errors import explain
+
+            message = explain(exc)
             if message is None or ctx.params.get("verbose"):
                 raise
             click.echo(f"kaizen: {message}", err=True)
@@ -78,17 +80,6 @@ class RootGroup(Group):
         if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
             raise click.exceptions.Exit(rv)
         return rv
-
-
-def explain_failure(exc: BaseException) -> str | None:
-    """The one-line message of a known failure, or None for a bug."""
-    from store.errors import KaizenError
-
-    if isinstance(exc, KaizenError):
-        return str(exc)
-    from agent.errors import explain
-
-    return explain(exc)
 
 
 def build_cli() -> click.Group:

@@ -37,9 +37,10 @@ def register_commands(cli: click.Group) -> None:
         Unchanged documents (same content hash) are skipped and changed ones replaced; documents whose source
         vanished from a scanned file or folder are marked missing. Exits 1 when a source could not be loaded."""
         from store.ingest import ingest
+        from store.status import has_documents
 
         store = open_store()
-        if if_empty and _has_documents(store):
+        if if_empty and has_documents(store):
             return 0
         with progress_bar("ingesting") as progress:
             report = ingest(store, embedder(), list(paths), progress=progress)
@@ -129,6 +130,8 @@ def register_commands(cli: click.Group) -> None:
     @json_option
     def status_command(as_json: bool) -> int:
         """where the database is, counts, the active KB version, the models"""
+        from store.status import status_data
+
         data = status_data(open_store())
         if as_json:
             print_json(data)
@@ -138,18 +141,11 @@ def register_commands(cli: click.Group) -> None:
 
     @cli.command(name="schema")
     def schema_command() -> int:
-        """print the database schema as Markdown (the README's schema section)"""
+        """print the database schema as Markdown (docs/schema.md is generated from it)"""
         from store.sql_console import schema_markdown
 
         sys.stdout.write(schema_markdown(open_store()))
         return 0
-
-
-def _has_documents(store) -> bool:
-    import sqlalchemy as sa
-
-    with store.session() as s:
-        return bool(s.execute(sa.text("SELECT count(*) FROM documents")).scalar_one())
 
 
 def _interactive_sql(store, write: bool) -> int:
@@ -191,55 +187,6 @@ def _interactive_sql(store, write: bool) -> int:
                 err.print(f"[red]error[/red] {exc}", highlight=False)
             buffer = ""
     return 0
-
-
-def status_data(store) -> dict:
-    """`kaizen status --json`: the database, the counts, the active KB version and the models."""
-    import sqlalchemy as sa
-
-    from store.database import describe_url
-    from store.embeddings import MODEL_NAME
-    from store.kb_versions import active_version
-    from store.lexical import CURRENT_SCHEME
-
-    with store.session() as s:
-        version = active_version(s)
-        docs = dict(s.execute(sa.text("SELECT status, count(*) FROM documents GROUP BY status")).all())
-        chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
-        # Chunks indexed before sentence vectors (migration 0006) are scored by their chunk vector alone.
-        without_sentences = s.execute(sa.text(
-            "SELECT count(*) FROM active_chunks a JOIN chunks c USING (id) WHERE c.sentence_embeddings IS NULL"
-        )).scalar_one()
-        versions = dict(s.execute(sa.text("SELECT status, count(*) FROM kb_versions GROUP BY status")).all())
-        retired_chunks = s.execute(sa.text(
-            "SELECT count(*) FROM chunks c JOIN kb_versions v ON v.id = c.kb_version AND v.status = 'retired'"
-        )).scalar_one()
-    caps = store.capabilities
-    return {
-        "database": {
-            "embedded": store.embedded,
-            "location": str(store.settings.pgdata) if store.embedded else None,
-            "url": describe_url(store.url),
-            "server_version": caps.server_version,
-            "pgvector_version": caps.pgvector_version,
-            "iterative_index_scans": caps.iterative_index_scans,
-        },
-        "kaizen_home": str(store.settings.home),
-        "documents": {"active": docs.get("active", 0), "missing": docs.get("missing", 0)},
-        "active_chunks": chunks,
-        "active_chunks_without_sentence_vectors": without_sentences,
-        "kb_versions": versions,
-        "retired_chunks": retired_chunks,
-        "active_kb_version": None if version is None else {
-            "id": version.id, "reason": version.reason, "embedding_model": version.embedding_model,
-            "embedding_dim": version.embedding_dim, "text_search_config": version.text_search_config,
-            "chunk_tokens": version.chunk_tokens, "chunk_overlap": version.chunk_overlap,
-            "lexical_scheme": version.lexical_scheme,
-            # A version indexed with an older scheme still searches correctly; `kaizen reindex` upgrades it.
-            "lexical_scheme_current": version.lexical_scheme == CURRENT_SCHEME,
-        },
-        "models": {"embedding": f"{MODEL_NAME} ({store.settings.embedder} runtime)"},
-    }
 
 
 def print_status(data: dict) -> None:

@@ -370,3 +370,15 @@ def trusted_metrics(store, judge_model: str) -> dict[str, bool]:
 __all__ = ["roc_auc", "build_pairs", "items_for", "swap_key_span", "sources_from_store", "sources_from_files",
            "calibrate", "calibrate_pairs", "store_calibration", "trusted_metrics", "MetricCalibration", "Source",
            "Pair", "NO_JUDGE"]
+
+
+def trusted_metric_rows(store, judge_name: str) -> list[dict]:
+    """`kaizen eval trusted --json`: the trusted_metrics rows of this judge (and of the metrics needing none)."""
+    import sqlalchemy as sa
+
+    with store.session() as s:
+        rows = s.execute(sa.text(
+            "SELECT judge_model, metric, auc, pairs, threshold, trusted, created_at FROM trusted_metrics "
+            "WHERE judge_model IN (:j, :none) ORDER BY judge_model, metric"), {"j": judge_name, "none": NO_JUDGE}).all()
+    return [{"judge_model": r[0], "metric": r[1], "auc": r[2], "pairs": r[3], "threshold": r[4], "trusted": r[5],
+             "calibrated_at": r[6].isoformat()} for r in rows]
