@@ -2,7 +2,7 @@
 
 - f1_score (token F1) / exact_match: SQuAD-style, over `normalise_tokens` (characters for Japanese, as
   JSQuAD's official metric; lower-cased words without punctuation and articles otherwise);
-- chrf: chrF (Popović 2015), character n-grams 1..6, beta 2, whitespace removed;
+- chrf: chrF (Popović 2015) through sacrebleu, character n-grams 1..6, beta 2, whitespace removed;
 - rouge_l: ROUGE-L F1 (longest common subsequence of tokens);
 - score_ranking: recall@k and MRR@10 of a ranking against gold ids;
 - percentile: nearest-rank percentiles through numpy, None when there is nothing to rank.
@@ -11,6 +11,7 @@ Every string metric returns a value in [0, 1]; two empty strings score 1, one em
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -64,34 +65,19 @@ def percentile(values: Iterable[float | None], q: float) -> float | None:
     return float(np.percentile(present, q * 100, method="nearest"))
 
 
-CHRF_ORDER = 6
-CHRF_BETA = 2.0
+@functools.cache
+def _chrf_metric():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(char_order=6, word_order=0, beta=2)
 
 
-def _char_ngrams(text: str, n: int) -> Counter:
-    return Counter(text[i:i + n] for i in range(len(text) - n + 1))
-
-
-def chrf(hypothesis: str, reference: str, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
-    hyp = "".join(hypothesis.split())
-    ref = "".join(reference.split())
+def chrf(hypothesis: str, reference: str) -> float:
+    """sacrebleu's sentence chrF (character n-grams 1..6, beta 2, whitespace removed), scaled to [0, 1]."""
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
     if not hyp or not ref:
-        return float(hyp == ref)
-    precisions, recalls = [], []
-    for n in range(1, order + 1):
-        h, r = _char_ngrams(hyp, n), _char_ngrams(ref, n)
-        if not h or not r:
-            continue
-        common = sum((h & r).values())
-        precisions.append(common / sum(h.values()))
-        recalls.append(common / sum(r.values()))
-    if not precisions:
-        return 0.0
-    p, r = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
-    if p + r == 0:
-        return 0.0
-    b2 = beta * beta
-    return (1 + b2) * p * r / (b2 * p + r)
+        return float(hyp == ref)  # sacrebleu gives 0 for two empty strings; these metrics give 1
+    return _chrf_metric().sentence_score(hypothesis, [reference]).score / 100
 
 
 def _lcs(a: list[str], b: list[str]) -> int:
