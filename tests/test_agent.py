@@ -1,4 +1,5 @@
-"""The real graph on the real default GGUF model against the real database (a fake model only forces branches)."""
+"""The real graph on the real default GGUF model against the real database (a fake model only forces branches;
+the context-overflow test uses the small model the other plumbing tests run on)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,18 @@ def kb(store, embedder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def agent(kb, embedder):
-    from agent.graph import Agent
-
-    a = Agent(kb, embedder=embedder)
+    a = default_model_agent(kb, embedder)
     yield a
     a.close()
+
+
+def default_model_agent(kb, embedder, **kwargs):
+    """An Agent on the default chat model, whatever KAIZEN_CHAT_MODEL the test session set."""
+    from agent.graph import Agent
+    from agent.model_files import DEFAULT_MODEL
+    from agent.settings import AgentSettings
+
+    return Agent(kb, embedder=embedder, settings=AgentSettings(chat_model=DEFAULT_MODEL), **kwargs)
 
 
 def _one(store, sql: str, **params):
@@ -235,14 +243,12 @@ def test_malformed_grader_output_is_recorded_not_raised(kb, embedder):
 
 
 def test_follow_up_in_a_thread_is_contextualized_and_resumed_after_reopening(kb, embedder):
-    from agent.graph import Agent
-
-    first = Agent(kb, embedder=embedder)
+    first = default_model_agent(kb, embedder)
     r1 = first.ask("How tall is the Kestrel Point lighthouse?")
     assert "42" in r1.answer, r1.answer
     first.close()
 
-    reopened = Agent(kb, embedder=embedder)  # new checkpointer connections: the thread comes from Postgres
+    reopened = default_model_agent(kb, embedder)  # new checkpointer connections: the thread comes from Postgres
     try:
         history = reopened.history(r1.thread_id)
         assert [t["question"] for t in history] == ["How tall is the Kestrel Point lighthouse?"]
@@ -308,3 +314,31 @@ def test_answers_in_the_cli_are_queued_for_the_worker(kb):
                                    "WHERE task_name LIKE '%evaluate_interaction' "
                                    "AND (args->>'interaction_id')::bigint = :id"), {"id": interaction_id}).scalar_one()
     assert queued == 1
+
+
+def test_an_answer_that_repeats_kaizen_s_own_instructions_loses_those_sentences(kb, embedder):
+    from agent.graph import Agent
+    from agent.prompts import STRICT_INSTRUCTION, leaked_sentences
+
+    events = []
+    echoed = STRICT_INSTRUCTION.split(". ")[0] + "."
+    a = Agent(kb, llm=FakeLLM(f"{echoed} Kaizen's mascot is a red panda named Miso [1]."), embedder=embedder,
+              persist=False)
+    result = a.ask("What is the name of Kaizen's mascot?", on_event=events.append)
+    assert "could not be verified" not in result.answer and not leaked_sentences(result.answer)
+    assert "Miso" in result.answer and not result.abstained
+    assert any(g["grader"] == "instruction_leak" for g in result.grades)
+    assert any(e["type"] == "revised" and e["text"] == result.answer for e in events)
+
+
+def test_a_japanese_question_is_abstained_on_in_japanese(kb, embedder):
+    from agent.graph import Agent
+    from agent.prompts import ABSTAIN, ABSTAIN_JA
+
+    # The model abstains in English (it copies rule 3): the answer is given in the question's language.
+    a = Agent(kb, llm=FakeLLM(ABSTAIN), embedder=embedder, persist=False)
+    result = a.ask("Kaizenのマスコットの名前は何ですか？")
+    assert result.abstained and result.answer == ABSTAIN_JA
+    # Nothing relevant at all: the abstain node answers in Japanese too.
+    result = a.ask("タングステンの沸点は何ケルビンですか？")
+    assert result.abstained and result.answer == ABSTAIN_JA

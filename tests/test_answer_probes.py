@@ -65,13 +65,14 @@ class StandIn:
 def test_the_real_agent_answers_held_out_probes_and_the_answers_are_graded(kb, embedder):
     from agent.graph import Agent
     from agent.model_files import chat_model_path
+    from agent.settings import AgentSettings
 
     agent = Agent(kb, embedder=embedder, persist=False)
     run = run_answer_probes(kb, agent, split="heldout", llm_metrics=("answer_relevancy",))
     assert run["items"] == 2  # the train probe is not asked
     kind, status, items, judge_model, error, summary = run_row(kb, run["run_id"])
     assert (kind, status, items, error) == ("answer", "done", 2, None)
-    assert judge_model == chat_model_path().name
+    assert judge_model == chat_model_path(AgentSettings().chat_model).name
     with kb.session() as s:
         rows = s.execute(sa.text(
             "SELECT p.question, e.metric, e.value, e.reason, e.kb_version FROM eval_scores e "

@@ -112,6 +112,7 @@ def test_calibration_rows_are_stored_and_the_latest_decides_trust(store, embedde
 @pytest.mark.slow
 def test_kaizen_eval_calibrate_with_the_real_model(store, tmp_path):
     from agent.model_files import chat_model_path
+    from agent.settings import AgentSettings
 
     corpus = tmp_path / "corpus.jsonl"
     questions = tmp_path / "questions.jsonl"
@@ -124,7 +125,7 @@ def test_kaizen_eval_calibrate_with_the_real_model(store, tmp_path):
                    "--questions", str(questions), "--json", env={"KAIZEN_LLM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    judge = chat_model_path().name
+    judge = chat_model_path(AgentSettings().chat_model).name
     assert summary["judge_model"] == judge and summary["pairs"] == 3
     relevancy = next(m for m in summary["metrics"] if m["metric"] == "answer_relevancy")
     assert relevancy["items"] == 6 and relevancy["judge_model"] == judge

@@ -179,6 +179,7 @@ def test_probe_answer_gets_string_and_gold_id_metrics(kb):
 def test_real_judge_scores_a_real_interaction(kb, embedder):
     from agent.graph import Agent
     from agent.model_files import chat_model_path
+    from agent.settings import AgentSettings
     from eval.judging.interactions import evaluate_interaction
     from eval.judging.judge import load_judge
 
@@ -194,7 +195,7 @@ def test_real_judge_scores_a_real_interaction(kb, embedder):
     assert [r["metric"] for r in rows] == list(metrics)
     assert judge.stats.calls >= len(metrics)
     for row in rows:
-        assert row["judge_model"] == chat_model_path().name
+        assert row["judge_model"] == chat_model_path(AgentSettings().chat_model).name
         if row["value"] is None:
             assert row["reason"], row
         else:

@@ -12,6 +12,8 @@ from tests.support.agent import build_kb, clean_agent_tables
 from tests.support.common import run_cli
 
 pytestmark = pytest.mark.slow
+# The answering tests run on the default chat model, whatever the session's KAIZEN_CHAT_MODEL.
+DEFAULT_MODEL = {"KAIZEN_CHAT_MODEL": "qwen2.5-1.5b"}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def kb(store, embedder, tmp_path_factory):
 def test_chat_in_a_pipe(kb):
     script = "/help\nWhat is the name of Kaizen's mascot?\n/sources\n/good\n/history\n/bad it is Miso the red panda\n" \
              "/threads\n/nonsense\n/quit\n"
-    result = run_cli("chat", input=script)
+    result = run_cli("chat", input=script, env=DEFAULT_MODEL)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "/bad [correction]" in out  # /help
@@ -40,14 +42,14 @@ def test_chat_in_a_pipe(kb):
 
 
 def test_ask_json_and_a_follow_up_resumed_in_a_new_process(kb):
-    first = run_cli("ask", "How tall is the Kestrel Point lighthouse?", "--json")
+    first = run_cli("ask", "How tall is the Kestrel Point lighthouse?", "--json", env=DEFAULT_MODEL)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
     assert {"answer", "abstained", "citations", "interaction_id", "timings", "thread_id"} <= set(data)
     assert "42" in data["answer"] and data["abstained"] is False
     assert data["citations"] and {"chunk_id", "source_uri", "title"} <= set(data["citations"][0])
     assert data["timings"]["total"] > 0
-    follow = run_cli("ask", "When was it built?", "--thread", data["thread_id"], "--json")
+    follow = run_cli("ask", "When was it built?", "--thread", data["thread_id"], "--json", env=DEFAULT_MODEL)
     assert follow.returncode == 0, follow.stderr
     second = json.loads(follow.stdout)
     assert second["thread_id"] == data["thread_id"] and "contextualize" in second["timings"]

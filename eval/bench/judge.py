@@ -27,10 +27,11 @@ BENCH_METRICS = ("faithfulness", "answer_relevancy", "context_utilization", "res
 
 
 def default_judge_models() -> list[Path]:
-    from agent.model_files import OPT_IN_MODELS, chat_model_path, models_dir
+    from agent.model_files import MODELS, chat_model_path, models_dir
+    from agent.settings import AgentSettings
 
-    models = [chat_model_path()]
-    for spec in OPT_IN_MODELS.values():
+    models = [chat_model_path(AgentSettings().chat_model)]
+    for spec in MODELS.values():
         path = models_dir() / spec["file"]
         if path.exists() and path.resolve() != models[0].resolve():
             models.append(path)

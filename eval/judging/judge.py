@@ -233,14 +233,14 @@ def load_judge(model_path: str | Path | None = None, max_tokens: int | None = No
     instance the agent uses in this process). `settings` / `agent_settings` default to EvalSettings() /
     AgentSettings() (the judge is a long-lived object, loaded once per process)."""
     from agent.llm import LLMSettings, get_llm
-    from agent.model_files import chat_model_path, check_gguf, judge_model_path
+    from agent.model_files import chat_model_path, judge_model_path
     from agent.settings import AgentSettings
 
     settings = settings or EvalSettings()
     agent_settings = agent_settings or AgentSettings()
     llm_settings = LLMSettings.from_settings(agent_settings)
     if model_path is not None:
-        path = check_gguf(Path(model_path).expanduser(), "--judge-model")
+        path = chat_model_path(model_path, "--judge-model")
     else:
         path = judge_model_path(settings.judge_model, agent_settings.chat_model)
     if path.resolve() != chat_model_path(agent_settings.chat_model).resolve():

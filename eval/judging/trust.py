@@ -39,7 +39,9 @@ def judge_model_name(judge_model: str | Path | None = None, chat_model: str | Pa
     the default chat model's; None when there is no model file."""
     path = judge_model or chat_model
     if path:
-        return Path(path).name
+        from agent.model_files import model_file
+
+        return model_file(path).name
     try:
         from agent.model_files import chat_model_path
 
