@@ -2,7 +2,9 @@
 model) and returns an update; `timed` adds its wall time to `timings` and the model's token counts to `usage`.
 
 Streamed events (LangGraph's "custom" stream): {"type": "token", "text"}, {"type": "status", "node", "text"},
-{"type": "retry", "reason"} (a stricter answer follows), {"type": "notice", "text"}.
+{"type": "retry", "reason"} (a stricter answer follows), {"type": "notice", "text"}, {"type": "revised", "text"}
+(the streamed answer was changed after the fact: the whole answer as it stands, for example without a sentence
+that repeated Kaizen's own instructions, or the abstention in the question's language).
 """
 
 from __future__ import annotations
@@ -251,8 +253,9 @@ def abstain(state: AgentState, runtime: Runtime[Context]) -> dict:
         reason = "context does not answer"
     else:
         reason = "no relevant chunks"
-    emit(runtime, {"type": "token", "text": prompts.ABSTAIN})
-    return {"answer": prompts.ABSTAIN, "abstained": True, "gap_reason": reason, "passages": [], "citations": []}
+    sentence = prompts.abstention_for(state["question"])
+    emit(runtime, {"type": "token", "text": sentence})
+    return {"answer": sentence, "abstained": True, "gap_reason": reason, "passages": [], "citations": []}
 
 
 # -- generate and check --------------------------------------------------------------------------------------------
@@ -342,10 +345,22 @@ def check_answer(state: AgentState, runtime: Runtime[Context]) -> dict:
     if state.get("stopped"):
         return {"verified": None, "retry": False, "warning": "stopped before the answer was complete",
                 "citations": []}
-    if state.get("abstained"):
+    leaked = prompts.leaked_sentences(answer)
+    if leaked:  # Kaizen's own instructions never reach the person: those sentences are taken out
+        answer = prompts.without_leaks(answer)
+        grades.append(Grade("instruction_leak", "removed", score=float(len(leaked)),
+                            detail={"sentences": [s[:200] for s in leaked]}))
+        update.update(answer=answer, abstained=not answer.strip() or prompts.is_abstention(answer))
+    abstained = update.get("abstained", state.get("abstained"))
+    if abstained:
+        sentence = prompts.abstention_for(state["question"])
+        if answer != sentence:  # in the question's language, whatever the model wrote
+            emit(runtime, {"type": "revised", "text": sentence})
         grades.append(Grade("abstention", "abstained", detail={"answer": answer[:300]}))
-        return {"grades": grades, "verified": None, "retry": False, "gap_reason": "model abstained",
-                "citations": []}
+        return {**update, "answer": sentence, "abstained": True, "grades": grades, "verified": None,
+                "retry": False, "gap_reason": "model abstained", "citations": []}
+    if leaked:
+        emit(runtime, {"type": "revised", "text": answer})
 
     numbers = {p["number"] for p in passages}
     cited = prompts.cited_numbers(answer)

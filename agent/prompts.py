@@ -194,6 +194,59 @@ _ABSTAIN_RE = re.compile(
     r"^\W*(the\s+)?(knowledge\s+base|context|provided\s+context|passages?)\s+(does\s+not|doesn'?t|do\s+not)\s+"
     r"(say|contain|mention|provide|include|specify|state)", re.I)
 _ABSTAIN_JA = ("ナレッジベースには記載がありません", "知識ベースには記載がありません", "記載がありません")
+ABSTAIN_JA = "ナレッジベースには記載がありません。"
+_KANA_OR_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def abstention_for(question: str) -> str:
+    """The abstention sentence in the question's language: Japanese for a question written mostly in Japanese
+    script, English otherwise (the knowledge base's other languages answer in English)."""
+    chars = [ch for ch in question if not ch.isspace()]
+    if chars and sum(1 for ch in chars if _KANA_OR_CJK.match(ch)) / len(chars) >= 0.3:
+        return ABSTAIN_JA
+    return ABSTAIN
+
+
+# -- instructions that must never reach an answer ------------------------------------------------------------------
+LEAK_NGRAM = 5  # words in a row shared with one of Kaizen's own instructions make a sentence a leak
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _instruction_ngrams() -> set[tuple[str, ...]]:
+    texts = [SYSTEM, EXAMPLE_INSTRUCTION, ANSWER_INSTRUCTION, STRICT_INSTRUCTION, CHECK_INSTRUCTION,
+             GRADE_INSTRUCTION, CONTEXTUALIZE_INSTRUCTION, REWRITE_INSTRUCTION]
+    allowed = {tuple(_words(ABSTAIN)[i:i + LEAK_NGRAM]) for i in range(len(_words(ABSTAIN)))}
+    grams = set()
+    for text in texts:
+        words = _words(text.replace(ABSTAIN, " "))
+        grams.update(tuple(words[i:i + LEAK_NGRAM]) for i in range(len(words) - LEAK_NGRAM + 1))
+    return grams - allowed
+
+
+_INSTRUCTION_NGRAMS = _instruction_ngrams()
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+def leaked_sentences(answer: str) -> list[str]:
+    """The sentences of `answer` that repeat five or more words in a row of Kaizen's own instructions (a small
+    model may echo "Your previous answer could not be verified…" or the rules); the abstention sentence itself,
+    which the rules ask for, is not a leak."""
+    leaked = []
+    for sentence in (s for s in _SENTENCE_END.split(answer) if s.strip()):
+        words = _words(sentence)
+        if any(tuple(words[i:i + LEAK_NGRAM]) in _INSTRUCTION_NGRAMS for i in range(len(words) - LEAK_NGRAM + 1)):
+            leaked.append(sentence.strip())
+    return leaked
+
+
+def without_leaks(answer: str) -> str:
+    """The answer with its leaked sentences taken out."""
+    leaked = set(leaked_sentences(answer))
+    kept = [s.strip() for s in _SENTENCE_END.split(answer) if s.strip() and s.strip() not in leaked]
+    return " ".join(kept)
 
 
 def is_abstention(answer: str) -> bool:

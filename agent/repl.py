@@ -151,6 +151,11 @@ class Repl:
                     self.out.write("\n")
                 self.say(f"[not verified ({event.get('reason')}); answering again more strictly]", style="33")
                 streamed["any"] = False
+            elif kind == "revised":
+                if streamed["any"]:
+                    self.out.write("\n")
+                self.say(f"[revised] {event['text']}", style="33")
+                streamed["any"] = False
             elif kind == "status" and self.interactive and event.get("node") == "contextualize":
                 self.say("[reading the conversation…]", style="2", err=True)
 
