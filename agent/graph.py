@@ -163,6 +163,9 @@ class Agent:
         self.graph = build_graph(self.checkpoints.saver if self.checkpoints else None)
         # Called with (store, interaction_id) after each recorded answer; the CLI queues its evaluation here.
         self.on_recorded = on_recorded
+        from .turns import Answering
+
+        self.answering = Answering(store)  # workers on this database pause their model while this answers
 
     def config(self, thread_id: str) -> dict:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.settings.recursion_limit()}
@@ -186,13 +189,14 @@ class Agent:
                           cancel=cancel or threading.Event())
         final: dict | None = None
         options = {"durability": "exit"} if self.checkpoints is not None else {}
-        for mode, chunk in self.graph.stream(state, self.config(thread_id), context=context,
-                                             stream_mode=["custom", "values"], **options):
-            if mode == "custom":
-                if on_event is not None:
-                    on_event(chunk)
-            else:
-                final = chunk
+        with self.answering.held():
+            for mode, chunk in self.graph.stream(state, self.config(thread_id), context=context,
+                                                 stream_mode=["custom", "values"], **options):
+                if mode == "custom":
+                    if on_event is not None:
+                        on_event(chunk)
+                else:
+                    final = chunk
         result = TurnResult.from_state(thread_id, final or {}, self.llm.name)
         if self.on_recorded is not None and result.interaction_id is not None:
             self.on_recorded(self.store, result.interaction_id)
@@ -205,6 +209,7 @@ class Agent:
         return list((snapshot.values or {}).get("history") or [])
 
     def close(self) -> None:
+        self.answering.close()
         if self.checkpoints is not None:
             self.checkpoints.close()
             self.checkpoints = None

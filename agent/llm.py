@@ -104,6 +104,37 @@ class JSONResult:
     usage: Usage = field(default_factory=Usage)
 
 
+# -- yielding the CPU -----------------------------------------------------------------------------------------------
+PREFILL_PIECE = 32  # prompt tokens evaluated between two calls of the yield hook (a second or two on one thread)
+_yield_hook: Callable[[], None] | None = None
+
+
+def yield_to(hook: Callable[[], None] | None) -> None:
+    """Install a hook (or None) that every model of this process calls before each piece of its work: before a
+    prompt, between small pieces of the prompt, and before each generated token. It may block: the worker's
+    blocks while a person is being answered (agent.turns.PersonFirst), which pauses its model, KV cache intact."""
+    global _yield_hook
+    _yield_hook = hook
+
+
+def _yield() -> None:
+    if _yield_hook is not None:
+        _yield_hook()
+
+
+def _yield_per_token():
+    """A llama.cpp logits processor that calls the yield hook before each sampled token (None without a hook)."""
+    if _yield_hook is None:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    def processor(input_ids, scores):
+        _yield()
+        return scores
+
+    return LogitsProcessorList([processor])
+
+
 class ChatStream:
     """Iterate for text pieces; afterwards `.text` and `.usage` hold the whole reply and its counts."""
 
@@ -127,11 +158,13 @@ class ChatStream:
             usage.prompt_processed = len(tokens) - llm.cached_prefix(tokens)
             started = time.perf_counter()
             pieces = []
+            llm.prefill(tokens)
             stream = llm.model.create_chat_completion(
                 messages=self._messages,
                 max_tokens=self._max_tokens,
                 stream=True,
                 stop=self._stop,
+                logits_processor=_yield_per_token(),
                 **llm.sampling(),
             )
             try:
@@ -254,6 +287,19 @@ class LLM:
             n -= 1  # llama.cpp replays the last token to refresh the logits
         return n
 
+    def prefill(self, tokens: Sequence[int]) -> None:
+        """With a yield hook installed: evaluate the part of the prompt the KV cache lacks in small pieces,
+        calling the hook between them, all but the last token (the call that follows replays it from the cache,
+        as for any cached prefix). Without a hook, nothing: llama.cpp evaluates the prompt in its own batches."""
+        if _yield_hook is None:
+            return
+        start = self.cached_prefix(tokens)
+        self.model.n_tokens = start
+        end = len(tokens) - 1
+        for i in range(start, end, PREFILL_PIECE):
+            _yield()
+            self.model.eval(list(tokens[i:min(i + PREFILL_PIECE, end)]))
+
     def generated_since(self, prompt_len: int) -> int:
         # Every sampled token but the last one is evaluated into the context; the last (EOS or the one at the
         # length limit) is sampled but not evaluated.
@@ -306,10 +352,12 @@ class LLM:
                 usage.prompt_processed = len(tokens) - self.cached_prefix(tokens)
                 started = time.perf_counter()
                 try:
+                    self.prefill(tokens)
                     reply = self.model.create_chat_completion(
                         messages=messages,
                         max_tokens=max_tokens,
                         response_format={"type": "json_object", "schema": schema},
+                        logits_processor=_yield_per_token(),
                         **self.sampling(),
                     )
                 finally:
@@ -346,6 +394,8 @@ class LLM:
                 started = time.perf_counter()
                 try:
                     model = self.model
+                    self.prefill(tokens)
+                    keep = min(self.cached_prefix(tokens), len(tokens) - 1)
                     model.n_tokens = keep
                     model.eval(tokens[keep:])
                     logits = np.ctypeslib.as_array(model._ctx.get_logits_ith(-1), shape=(model.n_vocab(),))

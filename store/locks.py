@@ -18,6 +18,7 @@ REINDEX = 7234004  # store.reindex (whole rebuild), the repair planner while it 
 PLANNER = 7234005  # eval.repair.planner: one planner at a time; reverts and prunes
 THREAD_SETUP = 7234006  # agent.threads: the checkpointer's tables are created once
 DRIFT_ALERTS = 7234007  # eval.worker.drift: two workers raise one alert
+ANSWERING = 7234008  # agent.turns: held shared while a person is being answered; the worker's model waits for it
 
 
 def hold(session, *keys: int) -> None:
@@ -44,6 +45,27 @@ def session_lock(connection, key: int, *, wait: bool = True) -> Iterator[bool]:
     finally:
         if held:
             _scalar(connection, "pg_advisory_unlock", key)
+
+
+def take_shared(connection, key: int) -> None:
+    """Take a session-level advisory lock in shared mode (any number of holders; a session may take it again)."""
+    _scalar(connection, "pg_advisory_lock_shared", key)
+
+
+def release_shared(connection, key: int) -> None:
+    _scalar(connection, "pg_advisory_unlock_shared", key)
+
+
+def is_held(connection, key: int) -> bool:
+    """Whether any session holds this advisory lock (in either mode), read from pg_locks without taking it."""
+    import sqlalchemy as sa
+
+    value = connection.execute(sa.text(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND ((classid::bigint << 32) | objid::bigint) = :k)"), {"k": key}).scalar()
+    connection.commit()
+    return bool(value)
 
 
 def _scalar(connection, function: str, key: int):

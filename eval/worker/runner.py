@@ -4,6 +4,8 @@
   `KAIZEN_WORKER_LLM_THREADS` (1) threads and at `KAIZEN_WORKER_NICE` (10) lower CPU priority.
 - On start it queues again the jobs of workers that died mid-job (no heartbeat for `KAIZEN_WORKER_STALLED_SECONDS`);
   a periodic job keeps doing so while it runs.
+- Its model pauses while anyone is being answered on the same database (agent.turns): before each small piece of
+  a prompt and each generated token it waits for the answer to finish.
 - When the database goes away it keeps trying for `KAIZEN_WORKER_RECONNECT_SECONDS` (60) and then stops with a
   message saying so; a job interrupted that way is retried by the next worker, not lost.
 """
@@ -113,11 +115,16 @@ def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Re
                name: str = "kaizen") -> None:
     """Process jobs until stopped (SIGINT/SIGTERM finish the running job first), or with `once` until the queue is
     empty. Raises WorkerStopped when the database stays unreachable longer than the reconnect budget."""
+    from agent.llm import yield_to
+    from agent.turns import PersonFirst
     from store.database import libpq_url
 
     settings = settings or EvalSettings()
     resources = resources or Resources(store, settings=settings)
     conninfo = libpq_url(store.url)
+    # The worker's model pauses while a person is being answered (a lower priority alone does not stop two
+    # processes that each use both cores from halving each other's speed).
+    yield_to(PersonFirst(store).wait)
     errors = _connection_errors()
     lost_since: float | None = None
     while True:
