@@ -30,27 +30,54 @@ def register_commands(cli: click.Group) -> None:
     @cli.command(name="ingest")
     @click.argument("paths", nargs=-1, required=True)
     @click.option("--if-empty", is_flag=True, help="do nothing when the knowledge base has documents")
+    @click.option("--sample", is_flag=True,
+                  help="PATHS are the sample knowledge base (`make chat`: README.md and docs/), loaded only into a "
+                       "knowledge base with no documents of your own")
     @json_option
-    def ingest_command(paths: tuple[str, ...], if_empty: bool, as_json: bool) -> int:
+    def ingest_command(paths: tuple[str, ...], if_empty: bool, sample: bool, as_json: bool) -> int:
         """add files and folders (.md .txt .html .pdf .jsonl) to the knowledge base
 
         Unchanged documents (same content hash) are skipped and changed ones replaced; documents whose source
-        vanished from a scanned file or folder are marked missing. Exits 1 when a source could not be loaded."""
-        from store.ingest import ingest
-        from store.status import has_documents
+        vanished from a scanned file or folder are marked missing. Exits 1 when a source could not be loaded.
 
+        --sample is what `make chat` runs on README.md and docs/: PATHS are the sample knowledge base, ingested
+        only while every active document is a sample document (or a /bad correction), so the sample loads into
+        an empty knowledge base and stays current, and one holding documents of your own is left alone (one line
+        says so). Sample documents are named by their path relative to the current directory
+        (kaizen://sample/docs/cli.md, source id docs/cli.md), not by their absolute path, so another clone
+        refreshes the same documents instead of adding copies; PATHS must lie inside the current directory.
+        PATHS are the whole sample: sample documents they no longer include are marked missing."""
+        from store.ingest import ingest
+        from store.status import has_documents, own_documents
+
+        if sample and if_empty:
+            raise click.UsageError("--sample and --if-empty are alternatives: choose one")
+        if sample:
+            here = os.path.realpath(os.getcwd())
+            outside = [p for p in paths if os.path.commonpath([here, os.path.realpath(p)]) != here]
+            if outside:
+                raise click.UsageError(f"--sample names documents by their path relative to the current "
+                                       f"directory; {outside[0]} is outside it")
         store = open_store()
         if if_empty and has_documents(store):
             return 0
+        if sample and (own := own_documents(store)):
+            if as_json:
+                print_json({"sample": "skipped", "own_documents": own})
+            else:
+                err.print(f"the knowledge base holds {own} document{'s' * (own != 1)} of your own, so the sample "
+                          f"({' '.join(paths)}) was left out", highlight=False)
+            return 0
         with progress_bar("ingesting") as progress:
-            report = ingest(store, embedder(), list(paths), progress=progress)
+            report = ingest(store, embedder(), list(paths), progress=progress,
+                            relative_to=os.getcwd() if sample else None)
         if as_json:
             print_json(report.as_dict())
         else:
             out.print(
-                f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-                f"missing {report.missing}, failed {report.failed}; {report.chunks} chunks in {report.seconds:.1f}s "
-                f"(KB version {report.kb_version})"
+                f"{'sample: ' if sample else ''}added {report.added}, updated {report.updated}, "
+                f"unchanged {report.unchanged}, missing {report.missing}, failed {report.failed}; {report.chunks} "
+                f"chunks in {report.seconds:.1f}s (KB version {report.kb_version})"
             )
             for error in report.errors:
                 err.print(f"[red]error[/red] {error.source}: {error.message}", highlight=False)

@@ -3,6 +3,11 @@
 Unchanged documents (same content hash) are skipped, changed ones replaced, and documents whose source
 vanished from a scanned file or folder are marked `missing` and leave the active version. A crash or Ctrl-C
 loses at most the document being written: its transaction rolls back and its previous chunks stay.
+
+A file's document is named by its absolute `file://` URI. With `relative_to` (`kaizen ingest --sample`, a folder
+corpus in `kaizen bench`) the files are named by their path inside that folder instead, `kaizen://sample/docs/cli.md`
+with the source id `docs/cli.md`, so every clone of a repository refreshes the same documents; such a run is the
+whole sample, and sample documents it no longer lists are marked `missing`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 
@@ -23,6 +30,9 @@ from .kb_versions import KBVersion, ensure_active_version, record_change
 from .loaders import LoadedFile, LoadError, SourceDocument, load_paths
 
 ACTOR = "kaizen ingest"
+SAMPLE_URI_PREFIX = "kaizen://sample/"
+# The pages `make chat` loaded before Kaizen's own docs became the sample: replaced by them, never the user's own.
+LEGACY_SAMPLE_URI_PATTERN = r"file://%/store/sample\_kb/%"  # a LIKE pattern
 
 
 @dataclass
@@ -141,6 +151,35 @@ def _mark_missing(store: Store, version: KBVersion, uris: list[str]) -> int:
     return marked
 
 
+def _relative_name(path: str, root: Path) -> str | None:
+    """`path` inside `root` as a POSIX relative path, or None when it lies outside."""
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def _as_sample(file: LoadedFile, name: str) -> None:
+    """Name the file's documents by `name`, its path inside the sample's folder (a .jsonl line keeps its id)."""
+    for doc in file.documents:
+        doc.source_uri = SAMPLE_URI_PREFIX + quote(name) + (f"#{quote(doc.source_id)}" if doc.source_id else "")
+        doc.source_id = doc.source_id or name
+
+
+def _vanished_from_sample(known: dict, seen: set[str], failed_names: set[str]) -> list[str]:
+    """Active sample documents this run (the whole sample) no longer lists, and the pages of the older sample."""
+    gone = []
+    for uri, (_, _, status) in known.items():
+        if status != "active" or uri in seen:
+            continue
+        if uri.startswith(SAMPLE_URI_PREFIX):
+            if unquote(uri[len(SAMPLE_URI_PREFIX):].split("#", 1)[0]) not in failed_names:
+                gone.append(uri)
+        elif uri.startswith("file://") and "/store/sample_kb/" in uri:
+            gone.append(uri)
+    return gone
+
+
 def _vanished(known: dict, loaded: list[LoadedFile], roots: list[str], seen: set[str]) -> list[str]:
     """Active documents that used to come from a scanned place and no longer do."""
     complete_files = {f.path for f in loaded if f.complete}
@@ -153,8 +192,6 @@ def _vanished(known: dict, loaded: list[LoadedFile], roots: list[str], seen: set
         path = uri[len("file://"):].split("#", 1)[0] if uri.startswith("file://") else None
         if path is None:
             continue
-        from urllib.parse import unquote
-
         path = unquote(path)
         if path in failed_files:
             continue  # part of that file could not be read: we cannot tell what vanished
@@ -163,7 +200,9 @@ def _vanished(known: dict, loaded: list[LoadedFile], roots: list[str], seen: set
     return gone
 
 
-def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progress | None = None) -> IngestReport:
+def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progress | None = None,
+           relative_to: str | Path | None = None) -> IngestReport:
+    """Ingest `paths`; with `relative_to` they are the whole sample, named by their path inside that folder."""
     started = time.perf_counter()
     report = IngestReport()
     settings = store.settings
@@ -176,13 +215,25 @@ def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progres
     report.kb_version = version.id
     chunker = Chunker(embedder.count_tokens, version.chunk_tokens, version.chunk_overlap)
 
+    root = Path(relative_to).resolve() if relative_to is not None else None
     loaded: list[LoadedFile] = []
+    failed_names: set[str] = set()
+    path_errors = False  # a path that could not be scanned at all: the sample's extent is unknown
     for item in load_paths(paths, settings.max_file_bytes):
         if isinstance(item, LoadError):
             report.errors.append(item)
-        else:
-            loaded.append(item)
-            report.errors.extend(item.errors)
+            path_errors = True
+            continue
+        if root is not None:
+            name = _relative_name(item.path, root)
+            if name is None:
+                report.errors.append(LoadError(item.path, f"outside {root}, which the sample's names are relative to"))
+                continue
+            _as_sample(item, name)
+            if not item.complete:
+                failed_names.add(name)
+        loaded.append(item)
+        report.errors.extend(item.errors)
     report.failed = len(report.errors)
 
     known = _known_documents(store)
@@ -218,7 +269,10 @@ def ingest(store: Store, embedder: Embedder, paths: list[str], progress: Progres
             done += 1
             if progress:
                 progress(done, len(todo), doc.title)
-        report.missing = _mark_missing(store, version, _vanished(known, loaded, paths, seen))
+        gone = _vanished(known, loaded, paths, seen)
+        if root is not None and not path_errors:
+            gone += [uri for uri in _vanished_from_sample(known, seen, failed_names) if uri not in gone]
+        report.missing = _mark_missing(store, version, gone)
     finally:
         report.seconds = time.perf_counter() - started
         try:

@@ -11,6 +11,18 @@ def has_documents(store) -> bool:
         return bool(s.execute(sa.text("SELECT count(*) FROM documents")).scalar_one())
 
 
+def own_documents(store) -> int:
+    """Active documents a person put in (`kaizen ingest --sample` loads only when there are none): not the sample,
+    not the pages of the older sample (store/sample_kb), not a /bad correction (`kaizen://feedback/ID`)."""
+    from .ingest import LEGACY_SAMPLE_URI_PATTERN, SAMPLE_URI_PREFIX
+
+    with store.session() as s:
+        return s.execute(sa.text(
+            "SELECT count(*) FROM documents WHERE status = 'active' AND NOT starts_with(source_uri, :sample) "
+            "AND NOT starts_with(source_uri, 'kaizen://feedback/') AND source_uri NOT LIKE :legacy"
+        ), {"sample": SAMPLE_URI_PREFIX, "legacy": LEGACY_SAMPLE_URI_PATTERN}).scalar_one()
+
+
 def status_data(store) -> dict:
     """`kaizen status --json`: the database, the counts, the active KB version and the models."""
     from .database import describe_url

@@ -2,7 +2,10 @@
 
 `bench_store(home, prefix)` yields (store, embedder, home): with `home` the data is kept there (a second run
 reuses it), without it a temporary KAIZEN_HOME is made and the server deletes its data on exit.
-`ingest_corpus` ingests and refuses to benchmark a corpus that did not load cleanly.
+`ingest_corpus` ingests and refuses to benchmark a corpus that did not load cleanly. The corpus is a .jsonl file
+(../shared/data format: a question's gold ids are the lines' ids) or a folder of files, each file one document
+named, as `kaizen ingest --sample` names it, by its path relative to the folder's parent: with `--corpus docs`,
+docs/cli.md is the id gold_passage_ids give (eval/bench/docs-questions.jsonl).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def bench_store(home: str | Path | None, prefix: str) -> Iterator[tuple]:
 def ingest_corpus(store, embedder, path: str | Path):
     from store.ingest import ingest
 
-    report = ingest(store, embedder, [str(path)])
+    path = Path(path)
+    relative_to = path.resolve().parent if path.is_dir() else None
+    report = ingest(store, embedder, [str(path)], relative_to=relative_to)
     if report.errors:
         raise RuntimeError(f"ingestion failed: {report.errors[:3]}")
     return report
