@@ -79,9 +79,12 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--skip", type=int, default=0,
                   help="skip the first N answerable and N unanswerable questions (for example, those tuned on)")
     @click.option("--home", help=HOME_HELP)
+    @click.option("--baseline", type=click.Choice(["naive"]), default=None,
+                  help="also answer each question with a naive RAG (vector top-4, one plain prompt, one greedy "
+                       "call) on the same store and model, and report both side by side")
     @json_option
     def answer_command(corpus: str, questions: str, limit: int | None, skip: int, home: str | None,
-                       as_json: bool) -> int:
+                       baseline: str | None, as_json: bool) -> int:
         """answer latency vs raw llama.cpp, LLM calls, tokens, abstention, F1/EM
 
         The whole graph on each question, against one raw llama.cpp call generating as many tokens from the
@@ -89,11 +92,13 @@ def register_commands(cli: click.Group) -> None:
         the reference. Progress goes to stderr; --json gives every question."""
         from eval.bench.answer import run
 
-        result = run(corpus, questions, limit, home, _answer_progress, skip)
+        result = run(corpus, questions, limit, home, _answer_progress, skip, baseline=baseline)
         if as_json:
             print_json(result)
             return 0
         print_answer_summary(result)
+        if "baseline" in result:
+            print_baseline_summary(result["baseline"])
         return 0
 
     @bench_group.command(name="judge")
@@ -171,6 +176,11 @@ def _answer_progress(i: int, n: int, row: dict) -> None:
     print(f"[{i}/{n}] {'A' if row['answerable'] else 'U'} {row['total_ms']:.0f} ms ratio "
           f"{row['latency_ratio']} calls {row['llm_calls']} abstained {row['abstained']} :: "
           f"{row['question'][:60]}", file=sys.stderr, flush=True)
+    if "naive" in row:
+        naive = row["naive"]
+        print(f"      naive {naive['total_ms']:.0f} ms first token {naive['ttft_ms']} ms abstained "
+              f"{naive['abstained']} f1 {naive['f1'] if naive['f1'] is None else round(naive['f1'], 2)}",
+              file=sys.stderr, flush=True)
 
 
 def print_answer_summary(result: dict) -> None:
@@ -194,6 +204,35 @@ def print_answer_summary(result: dict) -> None:
         rows.append(["token F1 / exact match (answerable)", f"{q['token_f1']} / {q['exact_match']}"])
     print_table(["measure", "value"], rows)
     err.print("[dim]--json gives every question[/dim]")
+
+
+def print_baseline_summary(baseline: dict) -> None:
+    """Kaizen | naive, the same measures computed the same way (eval.bench.answer.side_summary)."""
+    sides = (baseline["kaizen"], baseline["naive"])
+
+    def share(kind, what):
+        return [f"{s[kind][what]['share']} [{s[kind][what]['ci95'][0]}, {s[kind][what]['ci95'][1]}] "
+                f"n={s[kind]['n']}" for s in sides]
+
+    def both(get):
+        return [get(s) for s in sides]
+
+    rows = [
+        ["answered, answerable", *share("answerable", "answered")],
+        ["abstained, answerable", *share("answerable", "abstained")],
+        ["answered, unanswerable", *share("unanswerable", "answered")],
+        ["abstained, unanswerable", *share("unanswerable", "abstained")],
+        ["token F1, answerable", *both(lambda s: s["answer_quality_answerable"]["token_f1"])],
+        ["token F1, answered ones", *both(lambda s: s["answer_quality_answerable"]["token_f1_answered"])],
+        ["string presence, answerable", *both(lambda s: s["answer_quality_answerable"]["string_presence"])],
+        ["time to first token ms (median / p90)", *both(lambda s: f"{s['ttft_ms']['median']} / {s['ttft_ms']['p90']}")],
+        ["total latency ms (median / p90)", *both(lambda s: f"{s['total_ms']['median']} / {s['total_ms']['p90']}")],
+    ]
+    print_table(["measure", "Kaizen", "naive"], rows,
+                title="beside a naive RAG (vector top-4, one plain call); shares with Wilson 95% CI")
+    ratios = baseline["kaizen_to_naive"]
+    out.print(f"Kaizen/naive medians: first token {ratios['ttft_ms_median']}, total {ratios['total_ms_median']}; "
+              f"naive LLM calls {baseline['naive']['llm_calls']['total']}")
 
 
 def print_judge_summary(result: dict) -> None:

@@ -5,7 +5,8 @@
 - chrf: chrF (Popović 2015) through sacrebleu, character n-grams 1..6, beta 2, whitespace removed;
 - rouge_l: ROUGE-L F1 (longest common subsequence of tokens);
 - score_ranking: recall@k and MRR@10 of a ranking against gold ids;
-- percentile: nearest-rank percentiles through numpy, None when there is nothing to rank.
+- percentile: nearest-rank percentiles through numpy, None when there is nothing to rank;
+- wilson_interval: the Wilson score interval of a share (a rate reported with its uncertainty).
 Every string metric returns a value in [0, 1]; two empty strings score 1, one empty string 0.
 """
 
@@ -113,3 +114,21 @@ def string_scores(answer: str, references: list[str]) -> dict[str, float]:
         return {}
     return {name: max(fn(answer, ref) for ref in references) for name, fn in STRING_METRICS.items()}
 
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a share `successes / n` (95% with the default z); (0, 1) when n is 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not of zero width at 0 or n successes, which
+    matters for the few dozen questions a benchmark run has."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n ({successes} of {n})")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / denominator
+    # Exactly 0 and 1 at the ends (where the formula gives them up to rounding).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high

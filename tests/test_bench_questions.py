@@ -1,6 +1,10 @@
-"""Question selection of `kaizen bench answer`: both kinds interleaved, tuned-on questions skippable."""
+"""Question selection of `kaizen bench answer`: both kinds interleaved, tuned-on questions skippable; and the naive
+baseline beside Kaizen in the same run."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from eval.bench.answer import load_questions
 
@@ -24,3 +28,78 @@ def test_half_and_half_interleaved_after_skipping(tmp_path):
 def test_answerable_only_sets_skip_too(tmp_path):
     path = _write(tmp_path, [{"id": f"a{i}", "question": "q"} for i in range(5)])
     assert [r["id"] for r in load_questions(path, 2, skip=1)] == ["a1", "a2"]
+
+
+SMALL_MODEL = Path(__file__).resolve().parents[1] / ".venv/share/kaizen/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+CORPUS = [
+    {"id": "tiny-0", "title": "Miso the red panda",
+     "text": "Miso is a red panda who lives in the Lisbon zoo. Miso was born in 2015 and eats bamboo and apples."},
+    {"id": "tiny-1", "title": "The Harbour lighthouse",
+     "text": "The Harbour lighthouse is 42 metres tall. It was built in 1890 from granite and is painted white."},
+    {"id": "tiny-2", "title": "Sourdough bread",
+     "text": "Sourdough bread is leavened by wild yeast and lactic acid bacteria kept alive in a starter."},
+]
+QUESTIONS = [
+    {"id": "q-answerable", "question": "How tall is the Harbour lighthouse?", "answerable": True,
+     "reference": "The Harbour lighthouse is 42 metres tall.", "gold_passage_ids": ["tiny-1"]},
+    {"id": "q-unanswerable", "question": "Who was the first keeper of the Harbour lighthouse?", "answerable": False,
+     "reference": "", "gold_passage_ids": ["tiny-1"]},
+]
+
+
+@pytest.mark.slow
+def test_naive_baseline_beside_kaizen_in_the_same_run(tmp_path, monkeypatch):
+    from agent.llm import LLM
+    from eval.bench.answer import run
+
+    if not SMALL_MODEL.is_file():
+        pytest.skip(f"{SMALL_MODEL} is not installed (make install)")
+    monkeypatch.setenv("KAIZEN_CHAT_MODEL", str(SMALL_MODEL))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in CORPUS), encoding="utf-8")
+    questions = _write(tmp_path, QUESTIONS)
+    kinds: list[str] = []
+    record = LLM.record
+
+    def counting_record(self, usage):
+        kinds.append(usage.kind)
+        return record(self, usage)
+
+    monkeypatch.setattr(LLM, "record", counting_record)
+    result = run(str(corpus), questions, limit=2, baseline="naive")
+
+    assert result["model"] == SMALL_MODEL.name and result["documents"] == 3
+    assert kinds.count("naive") == 2  # exactly one naive call per question, and nothing else is "naive"
+    baseline = result["baseline"]
+    assert set(baseline) >= {"naive", "kaizen", "kaizen_to_naive", "kaizen_minus_naive"}
+    assert set(baseline["kaizen_to_naive"]) == {"ttft_ms_median", "total_ms_median"}
+    for side in (baseline["naive"], baseline["kaizen"]):
+        for kind in ("answerable", "unanswerable"):
+            assert side[kind]["n"] == 1
+            answered, abstained = side[kind]["answered"], side[kind]["abstained"]
+            assert answered["count"] + abstained["count"] == 1
+            assert answered["share"] + abstained["share"] == pytest.approx(1.0)
+            for share in (answered, abstained):
+                low, high = share["ci95"]
+                assert 0.0 <= low <= share["share"] <= high <= 1.0
+        quality = side["answer_quality_answerable"]
+        assert set(quality) == {"token_f1", "token_f1_answered", "string_presence", "scored", "answered"}
+        assert quality["scored"] == 1 and 0.0 <= quality["token_f1"] <= 1.0
+        assert quality["string_presence"] in (0.0, 1.0)
+        for key in ("ttft_ms", "total_ms"):
+            assert set(side[key]) == {"median", "p90", "measured_on"}
+    naive = baseline["naive"]
+    assert naive["total_ms"]["measured_on"] == 2 and naive["total_ms"]["median"] > 0
+    assert naive["llm_calls"] == {"total": 2, "per_question_max": 1}
+    assert baseline["kaizen"]["answerable"]["abstained"]["share"] == result["summary"]["abstention_rate"]["answerable"]
+    rows = result["per_question"]
+    assert [r["id"] for r in rows] == ["q-answerable", "q-unanswerable"]
+    for row in rows:
+        n = row["naive"]
+        assert n["llm_calls"] == 1 and n["error"] is None
+        assert len(n["chunks"]) == 3  # vector top-4 of a 3-chunk corpus: all of it
+        assert n["abstained"] in (True, False) and "string_presence" in row and "string_presence" in n
+        assert n["ttft_ms"] is None or n["ttft_ms"] <= n["total_ms"]
+        assert n["search_ms"] <= n["total_ms"]
+    assert rows[0]["naive"]["gold_retrieved"]

@@ -56,3 +56,19 @@ def test_percentile_is_nearest_rank_and_none_when_empty():
 def test_score_ranking():
     assert score_ranking(["a", "b", "c"], {"b"}) == {"recall@1": 0.0, "recall@5": 1.0, "recall@10": 1.0, "mrr@10": 0.5}
     assert score_ranking([], {"b"})["mrr@10"] == 0.0
+
+
+def test_wilson_interval_known_values_and_edges():
+    from eval.metrics import wilson_interval
+
+    low, high = wilson_interval(7, 10)  # the textbook example: 0.70 of 10 -> [0.397, 0.892]
+    assert (round(low, 3), round(high, 3)) == (0.397, 0.892)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0 and low == pytest.approx(0.7225, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    narrow, wide = wilson_interval(50, 100), wilson_interval(5, 10)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)

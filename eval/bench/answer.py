@@ -7,6 +7,12 @@ right after, with the KV cache reset, so the raw call processes the whole prompt
 unanswerable questions (ClapNQ has both); token F1 / exact match against the reference (JSQuAD: best over its
 accepted short answers; character tokens for Japanese).
 
+With `baseline="naive"` (`--baseline naive`) every question is also answered, on the same store, embedder and
+loaded model, by the RAG a user would build instead: the vector-only top-4 chunks, one plain prompt (no citation
+or abstention rules, no worked example), one greedy call from a cold KV cache, streamed. Both are reported side by
+side under "baseline": answered / abstained shares with Wilson 95% intervals, token F1 and string presence against
+the references, time to first token and total latency, and Kaizen/naive ratios of the medians.
+
 Runs in a fresh embedded database (a temporary KAIZEN_HOME, or --home DIR to keep and reuse it).
 """
 
@@ -18,7 +24,11 @@ import time
 from pathlib import Path
 
 from agent.settings import MODEL_FIELDS
-from eval.metrics import exact_match, f1_score, normalise_tokens, percentile
+from eval.metrics import exact_match, f1_score, normalise_tokens, percentile, wilson_interval
+
+BASELINES = ("naive",)
+NAIVE_K = 4
+NAIVE_SYSTEM = "Answer the question using the context."
 
 
 def load_questions(path: str, limit: int | None, skip: int = 0) -> list[dict]:
@@ -39,10 +49,20 @@ def load_questions(path: str, limit: int | None, skip: int = 0) -> list[dict]:
     return mixed
 
 
+def _references(row: dict) -> list[str]:
+    return row.get("answers") or ([row["reference"]] if row.get("reference") else [])
+
+
+def _contains_reference(text: str, references: list[str]) -> bool:
+    """An accepted reference appears in `text`, both normalised (metrics.normalise_tokens, joined)."""
+    norm = "".join(normalise_tokens(text))
+    return any("".join(normalise_tokens(ref)) in norm for ref in references if ref)
+
+
 def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
     from agent.prompts import strip_citations
 
-    references = row.get("answers") or ([row["reference"]] if row.get("reference") else [])
+    references = _references(row)
     if not references:
         return None, None
     text = strip_citations(answer)
@@ -50,9 +70,19 @@ def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
     em = max(exact_match(text, ref) for ref in references)
     # Short-span sets (JSQuAD): an answer that contains an accepted span also counts as a match.
     if row.get("answers"):
-        norm = "".join(normalise_tokens(text))
-        em = max(em, float(any("".join(normalise_tokens(ref)) in norm for ref in references if ref)))
+        em = max(em, float(_contains_reference(text, references)))
     return f1, em
+
+
+def string_presence(answer: str, row: dict) -> float | None:
+    """1.0 when an accepted reference (JSQuAD's short answers, or ClapNQ's one reference) appears in the answer
+    after normalisation, as answer_scores' exact match counts it for short-span sets; None without references."""
+    from agent.prompts import strip_citations
+
+    references = _references(row)
+    if not references:
+        return None
+    return float(bool(answer) and _contains_reference(strip_citations(answer), references))
 
 
 def raw_call(llm, messages: list[dict], n_tokens: int, stop: list[str], warm_prefix: list[dict] | None = None) -> dict:
@@ -60,9 +90,7 @@ def raw_call(llm, messages: list[dict], n_tokens: int, stop: list[str], warm_pre
     with `warm_prefix`, from a cache that holds those messages (as Kaizen's does after any earlier question)."""
     llm.reset()
     if warm_prefix:
-        with llm.lock:  # untimed: leave the shared prefix in the KV cache, as the previous question would
-            llm.model.create_chat_completion(messages=[*warm_prefix, {"role": "user", "content": "Hello."}],
-                                             max_tokens=1, **llm.sampling())
+        warm_cache(llm, warm_prefix)
     started = time.perf_counter()
     first = None
     pieces = []
@@ -78,11 +106,91 @@ def raw_call(llm, messages: list[dict], n_tokens: int, stop: list[str], warm_pre
     return {"ms": total, "ttft_ms": None if first is None else (first - started) * 1000, "text": "".join(pieces)}
 
 
+def warm_cache(llm, prefix: list[dict]) -> None:
+    """Untimed: leave `prefix` (and one short user turn) in the KV cache, as the previous question would."""
+    with llm.lock:
+        llm.model.create_chat_completion(messages=[*prefix, {"role": "user", "content": "Hello."}],
+                                         max_tokens=1, **llm.sampling())
+
+
+def naive_messages(question: str, hits) -> list[dict]:
+    """The plain prompt of the naive RAG: a one-line system message, the chunks' titles and texts, the question."""
+    context = "\n\n".join(f"{h.title}\n{h.text}" if h.title else h.text for h in hits)
+    return [{"role": "system", "content": NAIVE_SYSTEM},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+
+
+def _calls_since(llm, last) -> int:
+    """How many LLM calls were recorded after `last` (llm.calls keeps only its recent tail)."""
+    for i in range(len(llm.calls) - 1, -1, -1):
+        if llm.calls[i] is last:
+            return len(llm.calls) - 1 - i
+    return len(llm.calls)
+
+
+def naive_answer(llm, store, embedder, question: str) -> dict:
+    """The RAG a user would build instead: vector top-4 chunks of the active KB version, one plain prompt, one
+    greedy streamed call (temperature 0, the answers' max_tokens, no stop strings) from a cold KV cache. Time to
+    first token and total are measured from the start of the question, the search included."""
+    from agent.llm import ContextOverflow, Usage
+    from agent.prompts import is_abstention
+    from store.search import search
+
+    last = llm.calls[-1] if llm.calls else None
+    llm.reset()  # cold: nothing of Kaizen's prompts (or the previous question) in the KV cache; not timed
+    usage = Usage(kind="naive")
+    error = None
+    pieces: list[str] = []
+    started = time.perf_counter()
+    with store.session() as session:
+        hits = search(session, embedder, question, k=NAIVE_K, mode="vector", settings=store.settings)
+    search_ms = (time.perf_counter() - started) * 1000
+    messages = naive_messages(question, hits)
+    sampling = {**llm.sampling(), "temperature": 0.0}  # greedy whatever KAIZEN_LLM_TEMPERATURE says
+    with llm.lock:
+        tokens = llm.prompt_tokens(messages)
+        usage.prompt_tokens = len(tokens)
+        usage.prompt_processed = len(tokens) - llm.cached_prefix(tokens)
+        call_started = time.perf_counter()
+        try:
+            llm.check_fits(len(tokens), llm.settings.max_tokens)
+            stream = llm.model.create_chat_completion(messages=messages, max_tokens=llm.settings.max_tokens,
+                                                      stream=True, **sampling)
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    piece = choice.get("delta", {}).get("content") or ""
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = choice["finish_reason"]
+                    if piece:
+                        if usage.ttft_ms is None:
+                            usage.ttft_ms = (time.perf_counter() - started) * 1000  # from the question's start
+                        pieces.append(piece)
+            finally:
+                stream.close()
+        except (ContextOverflow, ValueError, RuntimeError) as exc:  # a refused prompt: an empty answer, recorded
+            error = str(exc)
+        finally:
+            usage.total_ms = (time.perf_counter() - call_started) * 1000
+            usage.completion_tokens = llm.generated_since(len(tokens))
+            llm.record(usage)
+    total_ms = (time.perf_counter() - started) * 1000
+    answer = "".join(pieces).strip()
+    return {
+        "answer": answer, "abstained": is_abstention(answer), "error": error,
+        "ttft_ms": _r(usage.ttft_ms), "total_ms": _r(total_ms), "search_ms": _r(search_ms),
+        "llm_calls": _calls_since(llm, last), "prompt_tokens": usage.prompt_tokens,
+        "prompt_tokens_processed": usage.prompt_processed, "generated_tokens": usage.completion_tokens,
+        "finish_reason": usage.finish_reason, "chunks": [h.chunk_id for h in hits],
+        "passages": [h.source_id for h in hits],
+    }
+
+
 def _r(value, digits=1):
     return None if value is None else round(value, digits)
 
 
-def run_questions(agent, questions: list[dict], progress=None) -> list[dict]:
+def run_questions(agent, questions: list[dict], progress=None, baseline: str | None = None) -> list[dict]:
     from agent.graph import timed_ask
     from agent.nodes import answer_messages_for
     from agent.prompts import ANSWER_STOP, shared_prefix
@@ -134,6 +242,20 @@ def run_questions(agent, questions: list[dict], progress=None) -> list[dict]:
             row.update(raw_ms=None, raw_ttft_ms=None, raw_same_text=None, latency_ratio=None, raw_warm_ms=None,
                        latency_ratio_warm=None, final_prompt_tokens=None)
         row["f1"], row["em"] = answer_scores("" if result.abstained else result.answer, q)
+        if baseline == "naive":
+            # Order and KV cache: Kaizen answers first (above, with the cache its previous question left), then
+            # the naive RAG from a reset cache (naive_answer resets it). Afterwards the cache is reset again and
+            # only the shared prompt prefix is put back (untimed), so Kaizen's next question finds what it would
+            # after any earlier question of its own, and never the naive prompt.
+            row["string_presence"] = string_presence("" if result.abstained else result.answer, q)
+            naive = naive_answer(llm, agent.store, agent.embedder, q["question"])
+            naive["f1"], naive["em"] = answer_scores("" if naive["abstained"] else naive["answer"], q)
+            naive["string_presence"] = string_presence("" if naive["abstained"] else naive["answer"], q)
+            gold = set(q.get("gold_passage_ids") or [])
+            naive["gold_retrieved"] = bool(gold & set(naive["passages"]))
+            row["naive"] = naive
+            llm.reset()
+            warm_cache(llm, shared_prefix())
         rows.append(row)
         if progress:
             progress(i, len(questions), row)
@@ -199,9 +321,78 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+def _share(successes: int, n: int) -> dict:
+    low, high = wilson_interval(successes, n)
+    return {"count": successes, "share": _r(successes / n, 3) if n else None, "ci95": [_r(low, 3), _r(high, 3)]}
+
+
+def side_summary(rows: list[dict]) -> dict:
+    """One side of the comparison (Kaizen's rows, or the naive rows), every figure computed the same way:
+    answered / abstained shares with Wilson 95% intervals and their sample sizes, per kind of question; token F1
+    (abstentions score 0) and string presence on the answerable ones; time to first token and total latency."""
+    out: dict = {}
+    for kind, subset in (("answerable", [r for r in rows if r["answerable"]]),
+                         ("unanswerable", [r for r in rows if not r["answerable"]])):
+        abstained = sum(bool(r["abstained"]) for r in subset)
+        out[kind] = {"n": len(subset), "answered": _share(len(subset) - abstained, len(subset)),
+                     "abstained": _share(abstained, len(subset))}
+    scored = [r for r in rows if r["answerable"] and r.get("f1") is not None]
+    answered = [r for r in scored if not r["abstained"]]
+    out["answer_quality_answerable"] = {
+        "token_f1": _r(statistics.mean(r["f1"] for r in scored), 4) if scored else None,
+        "token_f1_answered": _r(statistics.mean(r["f1"] for r in answered), 4) if answered else None,
+        "string_presence": _r(statistics.mean(r["string_presence"] for r in scored), 4) if scored else None,
+        "scored": len(scored), "answered": len(answered),
+    }
+    for key in ("ttft_ms", "total_ms"):
+        values = [r[key] for r in rows]
+        out[key] = {"median": _r(percentile(values, 0.5)), "p90": _r(percentile(values, 0.9)),
+                    "measured_on": sum(v is not None for v in values)}
+    return out
+
+
+def baseline_summary(rows: list[dict]) -> dict:
+    """Kaizen beside the naive RAG, on the same questions: both sides, then Kaizen/naive ratios of the medians
+    and the differences the targets are stated in."""
+    kaizen = side_summary(rows)
+    naive_rows = [{**r["naive"], "answerable": r["answerable"]} for r in rows]
+    naive = side_summary(naive_rows)
+    naive["llm_calls"] = {"total": sum(r["llm_calls"] for r in naive_rows),
+                          "per_question_max": max((r["llm_calls"] for r in naive_rows), default=0)}
+    naive["gold_passage_retrieved_share_answerable"] = _r(
+        statistics.mean(float(r["gold_retrieved"]) for r in naive_rows if r["answerable"]), 3) \
+        if any(r["answerable"] for r in naive_rows) else None
+    naive["setup"] = {"search": "vector", "k": NAIVE_K, "system": NAIVE_SYSTEM, "temperature": 0.0,
+                      "kv_cache": "reset before each question"}
+
+    def ratio(key):
+        k, n = kaizen[key]["median"], naive[key]["median"]
+        return _r(k / n, 3) if k is not None and n else None
+
+    def minus(a, b):
+        return None if a is None or b is None else _r(a - b, 4)
+
+    return {
+        "naive": naive,
+        "kaizen": kaizen,
+        "kaizen_to_naive": {"ttft_ms_median": ratio("ttft_ms"), "total_ms_median": ratio("total_ms")},
+        "kaizen_minus_naive": {
+            "token_f1_answerable": minus(kaizen["answer_quality_answerable"]["token_f1"],
+                                         naive["answer_quality_answerable"]["token_f1"]),
+            "abstained_share_unanswerable": minus(kaizen["unanswerable"]["abstained"]["share"],
+                                                  naive["unanswerable"]["abstained"]["share"]),
+        },
+        "note": "same store, embedder and loaded model; per question Kaizen first, then the naive RAG from a reset "
+                "KV cache; then the cache is reset and only Kaizen's shared prompt prefix put back (untimed)",
+    }
+
+
 def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None,
-        skip: int = 0) -> dict:
+        skip: int = 0, baseline: str | None = None) -> dict:
     from agent.graph import Agent
+
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
 
     from .corpus import bench_store, ingest_corpus, load_average
 
@@ -213,9 +404,9 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
         agent.ask("warm-up: what is this knowledge base about?")  # loads everything; not measured
         load_before = load_average()
         started = time.perf_counter()
-        rows = run_questions(agent, questions, progress)
+        rows = run_questions(agent, questions, progress, baseline)
         seconds = time.perf_counter() - started
-        return {
+        result = {
             "benchmark": "answer",
             "corpus": str(corpus),
             "questions_file": str(questions_path),
@@ -230,5 +421,8 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
             "load_average_before": load_before,
             "load_average_after": load_average(),
             "summary": summarise(rows),
-            "per_question": rows,
         }
+        if baseline == "naive":
+            result["baseline"] = baseline_summary(rows)  # beside Kaizen's summary
+        result["per_question"] = rows
+        return result
