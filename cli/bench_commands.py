@@ -82,9 +82,12 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--baseline", type=click.Choice(["naive"]), default=None,
                   help="also answer each question with a naive RAG (vector top-4, one plain prompt, one greedy "
                        "call) on the same store and model, and report both side by side")
+    @click.option("--with-worker", is_flag=True,
+                  help="then ask the questions again while a real `kaizen worker` grades the answers beside it, "
+                       "and report the times against the first pass")
     @json_option
     def answer_command(corpus: str, questions: str, limit: int | None, skip: int, home: str | None,
-                       baseline: str | None, as_json: bool) -> int:
+                       baseline: str | None, with_worker: bool, as_json: bool) -> int:
         """answer latency vs raw llama.cpp, LLM calls, tokens, abstention, F1/EM
 
         The whole graph on each question, against one raw llama.cpp call generating as many tokens from the
@@ -92,13 +95,20 @@ def register_commands(cli: click.Group) -> None:
         the reference. Progress goes to stderr; --json gives every question."""
         from eval.bench.answer import run
 
-        result = run(corpus, questions, limit, home, _answer_progress, skip, baseline=baseline)
+        result = run(corpus, questions, limit, home, _answer_progress, skip, baseline=baseline,
+                     with_worker=with_worker)
         if as_json:
             print_json(result)
             return 0
         print_answer_summary(result)
         if "baseline" in result:
             print_baseline_summary(result["baseline"])
+        if "beside_worker" in result:
+            w = result["beside_worker"]
+            print_table(["median", "alone", "beside a grading worker", "ratio"],
+                        [[k, w["median_ms_alone"][k], w["median_ms_beside_worker"][k], w["ratio_beside_to_alone"][k]]
+                         for k in ("ttft_ms", "total_ms")], title=f"{w['questions']} questions again, "
+                        f"{w['jobs_graded_by_the_end']} of {w['jobs_queued']} answers graded meanwhile")
         return 0
 
     @bench_group.command(name="judge")

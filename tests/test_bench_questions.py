@@ -103,3 +103,21 @@ def test_naive_baseline_beside_kaizen_in_the_same_run(tmp_path, monkeypatch):
         assert n["ttft_ms"] is None or n["ttft_ms"] <= n["total_ms"]
         assert n["search_ms"] <= n["total_ms"]
     assert rows[0]["naive"]["gold_retrieved"]
+
+
+@pytest.mark.slow
+def test_the_same_questions_beside_a_grading_worker(tmp_path, monkeypatch):
+    import subprocess
+
+    from eval.bench.answer import run
+
+    monkeypatch.setenv("KAIZEN_CHAT_MODEL", "smollm2")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in CORPUS), encoding="utf-8")
+    result = run(str(corpus), _write(tmp_path, QUESTIONS), limit=2, with_worker=True)
+    beside = result["beside_worker"]
+    assert beside["questions"] == 2 and beside["jobs_queued"] == 2
+    assert set(beside["ratio_beside_to_alone"]) == {"ttft_ms", "total_ms"}
+    assert all(r["total_ms"] > 0 for r in beside["per_question"])
+    left = subprocess.run(["pgrep", "-f", "cli.main worker"], capture_output=True, text=True).stdout.split()
+    assert left == [], "the benchmark's worker is still running"

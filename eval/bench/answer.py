@@ -203,7 +203,8 @@ def run_questions(agent, questions: list[dict], progress=None, baseline: str | N
         generations = [c for c in calls if c["kind"] in ("generate", "regenerate")]
         row = {
             "id": q.get("id"), "question": q["question"], "answerable": q.get("answerable", True),
-            "answer": result.answer, "abstained": result.abstained, "verified": result.verified,
+            "interaction_id": result.interaction_id, "answer": result.answer, "abstained": result.abstained,
+            "verified": result.verified,
             "warning": result.warning, "rewrites": result.rewrites, "regenerations": result.regenerations,
             "abstain_reason": (result.gap_reason or "the answer says so") if result.abstained else None,
             "context_grades": [{"verdict": g["verdict"], "p_yes": g["score"], "threshold": g["detail"].get("threshold")}
@@ -387,8 +388,63 @@ def baseline_summary(rows: list[dict]) -> dict:
     }
 
 
+def beside_worker(agent, store, home, questions: list[dict], rows: list[dict]) -> dict:
+    """The same questions again (Kaizen only) while a real `kaizen worker` grades the first pass's answers beside
+    it on the same database, against the first pass's times: what a person at the REPL feels of the worker."""
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from agent.graph import timed_ask
+    from eval.metrics import percentile
+    from eval.worker.jobs import close_deferrers, enqueue_interaction
+
+    ids = [r["interaction_id"] for r in rows if r.get("interaction_id")]
+    queued = [enqueue_interaction(store, i) for i in ids]
+    close_deferrers()
+    env = {**os.environ, "KAIZEN_HOME": str(home)}
+    env.pop("KAIZEN_DATABASE_URL", None)
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(20)  # let it load its model and start on a job, as a worker that has been running would have
+        started_jobs = None
+        with store.session() as s:
+            started_jobs = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
+                                     ).scalar_one()
+        again = []
+        for q in questions:
+            _, total_ms, ttft_ms = timed_ask(agent, q["question"])
+            again.append({"ttft_ms": ttft_ms, "total_ms": total_ms})
+        with store.session() as s:
+            done = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' "
+                                     "AND task_name LIKE '%evaluate_interaction'")).scalar_one()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    alone = {k: percentile([r.get(k) for r in rows], 0.5) for k in ("ttft_ms", "total_ms")}
+    beside = {k: percentile([r.get(k) for r in again], 0.5) for k in ("ttft_ms", "total_ms")}
+    return {
+        "questions": len(again),
+        "jobs_queued": len([j for j in queued if j]),
+        "worker_busy_when_measuring_started": bool(started_jobs),
+        "jobs_graded_by_the_end": done,
+        "median_ms_alone": {k: _r(v) for k, v in alone.items()},
+        "median_ms_beside_worker": {k: _r(v) for k, v in beside.items()},
+        "ratio_beside_to_alone": {k: None if not alone[k] or beside[k] is None else round(beside[k] / alone[k], 3)
+                                  for k in alone},
+        "per_question": [{k: _r(v) for k, v in r.items()} for r in again],
+    }
+
+
 def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None,
-        skip: int = 0, baseline: str | None = None) -> dict:
+        skip: int = 0, baseline: str | None = None, with_worker: bool = False) -> dict:
     from agent.graph import Agent
 
     if baseline is not None and baseline not in BASELINES:
@@ -396,7 +452,7 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
 
     from .corpus import bench_store, ingest_corpus, load_average
 
-    with bench_store(home, "kaizen-bench-answer-") as (store, embedder, _):
+    with bench_store(home, "kaizen-bench-answer-") as (store, embedder, home_dir):
         report = ingest_corpus(store, embedder, corpus)
         questions = load_questions(questions_path, limit, skip)
         agent = Agent(store, embedder=embedder, persist=False)
@@ -424,5 +480,7 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
         }
         if baseline == "naive":
             result["baseline"] = baseline_summary(rows)  # beside Kaizen's summary
+        if with_worker:
+            result["beside_worker"] = beside_worker(agent, store, home_dir, questions, rows)
         result["per_question"] = rows
         return result
