@@ -130,52 +130,29 @@ def _calls_since(llm, last) -> int:
 
 def naive_answer(llm, store, embedder, question: str) -> dict:
     """The RAG a user would build instead: vector top-4 chunks of the active KB version, one plain prompt, one
-    greedy streamed call (temperature 0, the answers' max_tokens, no stop strings) from a cold KV cache. Time to
-    first token and total are measured from the start of the question, the search included."""
+    streamed call (Kaizen's own sampling, greedy by default; the answers' max_tokens; no stop strings) from a cold
+    KV cache. Time to first token and total are measured from the start of the question, the search included."""
     from agent.llm import ContextOverflow, Usage
     from agent.prompts import is_abstention
     from store.search import search
 
     last = llm.calls[-1] if llm.calls else None
     llm.reset()  # cold: nothing of Kaizen's prompts (or the previous question) in the KV cache; not timed
-    usage = Usage(kind="naive")
     error = None
-    pieces: list[str] = []
     started = time.perf_counter()
     with store.session() as session:
         hits = search(session, embedder, question, k=NAIVE_K, mode="vector", settings=store.settings)
     search_ms = (time.perf_counter() - started) * 1000
     messages = naive_messages(question, hits)
-    sampling = {**llm.sampling(), "temperature": 0.0}  # greedy whatever KAIZEN_LLM_TEMPERATURE says
-    with llm.lock:
-        tokens = llm.prompt_tokens(messages)
-        usage.prompt_tokens = len(tokens)
-        usage.prompt_processed = len(tokens) - llm.cached_prefix(tokens)
-        call_started = time.perf_counter()
-        try:
-            llm.check_fits(len(tokens), llm.settings.max_tokens)
-            stream = llm.model.create_chat_completion(messages=messages, max_tokens=llm.settings.max_tokens,
-                                                      stream=True, **sampling)
-            try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    piece = choice.get("delta", {}).get("content") or ""
-                    if choice.get("finish_reason"):
-                        usage.finish_reason = choice["finish_reason"]
-                    if piece:
-                        if usage.ttft_ms is None:
-                            usage.ttft_ms = (time.perf_counter() - started) * 1000  # from the question's start
-                        pieces.append(piece)
-            finally:
-                stream.close()
-        except (ContextOverflow, ValueError, RuntimeError) as exc:  # a refused prompt: an empty answer, recorded
-            error = str(exc)
-        finally:
-            usage.total_ms = (time.perf_counter() - call_started) * 1000
-            usage.completion_tokens = llm.generated_since(len(tokens))
-            llm.record(usage)
+    try:  # the same runtime and sampling as Kaizen's answers (greedy by default), no stop strings
+        stream = llm.stream_chat(messages, kind="naive").run()
+        text, usage = stream.text, stream.usage
+    except (ContextOverflow, ValueError, RuntimeError) as exc:  # a refused prompt: an empty answer, recorded
+        text, usage, error = "", Usage(kind="naive"), str(exc)
+    if usage.ttft_ms is not None:
+        usage.ttft_ms += search_ms  # from the question's start
     total_ms = (time.perf_counter() - started) * 1000
-    answer = "".join(pieces).strip()
+    answer = text.strip()
     return {
         "answer": answer, "abstained": is_abstention(answer), "error": error,
         "ttft_ms": _r(usage.ttft_ms), "total_ms": _r(total_ms), "search_ms": _r(search_ms),
