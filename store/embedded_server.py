@@ -8,6 +8,7 @@ so stale pids are pruned under pgserver's own inter-process lock before attachin
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 DATABASE_NAME = "kaizen"
 
 
-def _prune_stale_handles(pgdata: Path) -> list[int]:
+def _prune_stale_handles(pgdata: Path, *, keep_self: bool = False) -> list[int]:
+    """Remove the pids of processes that no longer run from pgserver's handle file (and this process's own,
+    before it attaches, unless `keep_self`); returns the removed ones."""
     import psutil
 
     handle_file = pgdata / ".handle_pids.json"
@@ -28,12 +31,22 @@ def _prune_stale_handles(pgdata: Path) -> list[int]:
         pids = json.loads(handle_file.read_text() or "[]")
     except (OSError, ValueError):
         pids = []
-    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and (keep_self or p != os.getpid())]
     stale = [p for p in pids if p not in alive]
     if stale:
         handle_file.write_text(json.dumps(alive))
         log.info("removed stale pgserver handles %s", stale)
     return stale
+
+
+def _prune_before_exit(pgdata: Path) -> None:
+    from pgserver.postgres_server import PostgresServer
+
+    try:
+        with PostgresServer._lock:
+            _prune_stale_handles(pgdata, keep_self=True)
+    except Exception:  # never stand in the way of the process exiting
+        log.debug("could not prune pgserver handles at exit", exc_info=True)
 
 
 def start(pgdata: Path, *, ephemeral: bool = False) -> str:
@@ -48,6 +61,9 @@ def start(pgdata: Path, *, ephemeral: bool = False) -> str:
         with PostgresServer._lock:
             _prune_stale_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="delete" if ephemeral else "stop")
+    # pgserver stops the server at exit when this process is its last user; a user killed with SIGKILL meanwhile
+    # would still be counted. atexit runs last-registered first, so this prunes just before pgserver decides.
+    atexit.register(_prune_before_exit, pgdata)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         try:

@@ -43,3 +43,33 @@ def test_a_second_process_attaches_to_the_running_server(store):
     with store.session() as s:
         s.execute(sa.text("DROP TABLE attach_probe"))
     assert result.stdout.strip() == "42", result.stderr
+
+
+@pytest.mark.slow
+def test_the_last_user_stops_the_server_even_after_another_user_was_killed(tmp_path):
+    """A worker killed with SIGKILL beside a benchmark must not leave the benchmark's server running."""
+    import signal
+    import time
+
+    home = tmp_path / "home"
+    code = ("import sys, time, warnings; warnings.simplefilter('ignore'); from store.database import Store; "
+            "from store.settings import StoreSettings; "
+            "s = Store(StoreSettings(home=sys.argv[1])); s.engine.connect().close(); print('up', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    repo = os.path.dirname(os.path.dirname(__file__))
+    first = subprocess.Popen([sys.executable, "-c", code, str(home), "8"], stdout=subprocess.PIPE, text=True,
+                             cwd=repo)
+    assert first.stdout.readline().strip() == "up"
+    postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+    second = subprocess.Popen([sys.executable, "-c", code, str(home), "60"], stdout=subprocess.PIPE, text=True,
+                              cwd=repo)
+    assert second.stdout.readline().strip() == "up"
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    assert first.wait(timeout=60) == 0
+    import psutil
+
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not psutil.pid_exists(postmaster), "the server outlived its last user"
