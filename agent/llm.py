@@ -395,7 +395,7 @@ class LLM:
                 try:
                     model = self.model
                     self.prefill(tokens)
-                    keep = min(self.cached_prefix(tokens), len(tokens) - 1)
+                    keep = self.cached_prefix(tokens)  # after prefill: all but the last token
                     model.n_tokens = keep
                     model.eval(tokens[keep:])
                     logits = np.ctypeslib.as_array(model._ctx.get_logits_ith(-1), shape=(model.n_vocab(),))

@@ -81,6 +81,11 @@ class PersonFirst:
                 self._connection = self.store.engine.connect()
             return locks.is_held(self._connection, locks.ANSWERING)
         except Exception:  # the worker's own error handling deals with a lost database
+            if self._connection is not None:
+                try:
+                    self._connection.close()
+                except Exception:
+                    pass
             self._connection = None
             return False
 
@@ -92,5 +97,5 @@ class PersonFirst:
         started = now
         while self._answering() and time.monotonic() - started < self.max_pause:
             time.sleep(self.every)
-        self._checked = time.monotonic()
+            self._checked = time.monotonic()
         self.paused_seconds += self._checked - started

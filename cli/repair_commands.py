@@ -79,13 +79,9 @@ def register_commands(cli: click.Group) -> None:
         """undo a promoted repair (re-activate the version it replaced)
 
         Exits 2 when the change cannot be reverted (for instance, later changes must be reverted first)."""
-        from store.revert import RevertError, revert
+        from store.revert import revert
 
-        try:
-            result = revert(open_store(), change_id)
-        except RevertError as exc:
-            err.print(f"kaizen: {exc}", highlight=False)
-            return 2
+        result = revert(open_store(), change_id)  # a RevertError is printed by the root group (exit 2)
         if as_json:
             print_json(result)
         else:
@@ -102,13 +98,9 @@ def register_commands(cli: click.Group) -> None:
         """delete the chunks of old retired KB versions
 
         The version a revert of the latest change would re-activate is always kept."""
-        from store.prune import PruneError, prune_retired
+        from store.prune import prune_retired
 
-        try:
-            report = prune_retired(open_store(), keep=keep, dry_run=dry_run)
-        except PruneError as exc:
-            err.print(f"kaizen: {exc}", highlight=False)
-            return 2
+        report = prune_retired(open_store(), keep=keep, dry_run=dry_run)  # a PruneError: the root group, exit 2
         if as_json:
             print_json(report.as_dict())
             return 0

@@ -32,7 +32,8 @@ from .loaders import LoadedFile, LoadError, SourceDocument, load_paths
 ACTOR = "kaizen ingest"
 SAMPLE_URI_PREFIX = "kaizen://sample/"
 # The pages `make chat` loaded before Kaizen's own docs became the sample: replaced by them, never the user's own.
-LEGACY_SAMPLE_URI_PATTERN = r"file://%/store/sample\_kb/%"  # a LIKE pattern
+LEGACY_SAMPLE_DIR = "/store/sample_kb/"
+LEGACY_SAMPLE_URI_PATTERN = "file://%" + LEGACY_SAMPLE_DIR.replace("_", "\\_") + "%"  # the same, as a LIKE pattern
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _vanished_from_sample(known: dict, seen: set[str], failed_names: set[str]) -
         if uri.startswith(SAMPLE_URI_PREFIX):
             if unquote(uri[len(SAMPLE_URI_PREFIX):].split("#", 1)[0]) not in failed_names:
                 gone.append(uri)
-        elif uri.startswith("file://") and "/store/sample_kb/" in uri:
+        elif uri.startswith("file://") and LEGACY_SAMPLE_DIR in uri:
             gone.append(uri)
     return gone
 

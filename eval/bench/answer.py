@@ -387,7 +387,6 @@ def beside_worker(agent, store, home, questions: list[dict], rows: list[dict]) -
                               stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(20)  # let it load its model and start on a job, as a worker that has been running would have
-        started_jobs = None
         with store.session() as s:
             started_jobs = s.execute(sa.text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
                                      ).scalar_one()
