@@ -281,6 +281,28 @@ Every table and view of the migrated database, with the comments the migrations 
 `migrations/` (Alembic, append-only) and run automatically when Kaizen connects. `kaizen sql "SELECT ..."` runs
 one read-only statement; `kaizen sql` alone opens psql (or a built-in prompt) on the same database.
 
+Who reads what. Two roles reach this database (store/roles.py):
+
+- the owner (`postgres` in the embedded server, else the user of `KAIZEN_DATABASE_URL`) is the application
+  (`kaizen chat`, `ask`, `ingest`, `worker`, ...) and `kaizen sql --write`: it runs the migrations and owns every
+  table and view;
+- the reader, `kaizen_reader` (`kaizen_reader_<database>` in a database with another name), is `kaizen sql`
+  without --write (a statement, the prompt, psql): it may SELECT from every table and view below, and from the
+  queue and checkpoint tables, and do nothing else.
+
+The reader is a login role with no other attribute (not a superuser, NOINHERIT, member of no role) and sessions
+that start read-only (so it leaves no temporary table or large object of its own behind by accident).
+PostgreSQL refuses it every change to a row or to the schema, server files (`pg_read_file`, `pg_ls_dir`, `COPY`
+to or from a file, `lo_import`, `lo_export`), programs (`COPY ... PROGRAM`), other databases (it may not create
+an extension such as dblink) and other roles (`SET ROLE`, `SET SESSION AUTHORIZATION`). Tables created later are
+granted to it too (ALTER DEFAULT PRIVILEGES, and a check each time Kaizen opens the database). Its password, in
+`reader_role`, is what Kaizen logs in with; the embedded server trusts local connections and ignores it (so
+read-only there guards against statements, not against the operating-system user who owns the files). On your
+own PostgreSQL, an owner that may not create roles still migrates: `kaizen status` and `kaizen sql` then say
+what a superuser can run, and until then `kaizen sql` reads as the owner in a read-only transaction, with a note
+saying so (a superuser owner is refused instead: a read-only transaction does not keep a superuser from files
+and programs; `--write` runs as it knowingly).
+
 Where to start reading:
 
 | to see | read |

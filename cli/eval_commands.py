@@ -155,7 +155,8 @@ def register_commands(cli: click.Group) -> None:
     def worker_command(concurrency: int, once: bool, log: str | None) -> int:
         """run the background worker: evaluations, periodic probe runs, repairs
 
-        Ctrl-C or SIGTERM lets the running job finish first. Exits 3 when it gives up: the database out of
+        Ctrl-C or SIGTERM lets the running job finish first; a second one hands it back to the queue and stops at
+        once. Exits 3 when it gives up: the database out of
         reach for longer than KAIZEN_WORKER_RECONNECT_SECONDS."""
         from eval.settings import EvalSettings
         from eval.worker.jobs import close_deferrers

@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -104,8 +106,87 @@ def build_cli() -> click.Group:
 cli = build_cli()
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt but a SystemExit, so no
+    `except Exception` keeps the process alive, the REPL does not take it for "stop this answer", and every
+    `finally` and atexit handler runs: the embedded server is stopped when this was its last user, a benchmark's
+    temporary home is deleted, the REPL's thread is already in its checkpoints. (Python's own SIGTERM kills the
+    process without any of that.) The worker answers SIGTERM itself (eval.worker.runner)."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM,)
+# While a stop is on its way out (raised, not yet back in main): its signal number. A second SIGTERM then raises
+# again (someone insists); once main has it, the exit's clean-up runs with the stop signals ignored.
+_stopping: list[int] = []
+
+
+def _on_stop_signal(signum, frame) -> None:
+    _stopping[:] = [signum]
+    raise Terminated(signum)
+
+
+def _resend_swallowed(previous):
+    """sys.unraisablehook: a signal's exception raised inside a weakref callback, a __del__ or a ctypes callback is
+    printed and dropped by Python, which would leave the process running as if the signal never came. The signal
+    is sent again a moment later, to land in ordinary code."""
+    def hook(unraisable) -> None:
+        exc = unraisable.exc_value
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT if isinstance(
+            exc, KeyboardInterrupt) else None
+        if signum is None:
+            return previous(unraisable)
+        main_thread = threading.main_thread().ident
+        timer = threading.Timer(0.05, lambda: (_stopping or signum == signal.SIGINT)
+                                and signal.pthread_kill(main_thread, signum))
+        timer.daemon = True
+        timer.start()
+
+    return hook
+
+
+def _install_stop_handlers() -> dict:
+    """SIGTERM raises Terminated (unless the parent made this process ignore it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in STOP_SIGNALS:
+        current = signal.getsignal(sig)
+        if current is not signal.SIG_IGN:
+            previous[sig] = current
+            signal.signal(sig, _on_stop_signal)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `kaizen` with `argv` (default: sys.argv[1:]) and return its exit code."""
+    """Run `kaizen` with `argv` (default: sys.argv[1:]) and return its exit code. As the program itself (no
+    `argv`), the signals that stop it are ignored once the command is over, so the exit's clean-up (atexit:
+    stopping the embedded server, deleting a temporary one) is not interrupted; called with `argv` (tests),
+    the previous handlers come back."""
+    previous = _install_stop_handlers()
+    unraisable = sys.unraisablehook
+    if previous:
+        sys.unraisablehook = _resend_swallowed(unraisable)
+    try:
+        return _run(argv)
+    except Terminated as exc:
+        print(f"kaizen: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return exc.code
+    finally:
+        _stopping.clear()
+        if argv is None and previous:
+            for sig in (*previous, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sys.unraisablehook = unraisable
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="kaizen", standalone_mode=False)
     except click.ClickException as exc:  # a usage error: click's message, exit 2

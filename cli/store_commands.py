@@ -131,19 +131,27 @@ def register_commands(cli: click.Group) -> None:
 
     @cli.command(name="sql")
     @click.argument("statement", required=False)
-    @click.option("--write", is_flag=True, help="allow statements that change data")
+    @click.option("--write", is_flag=True, help="run as the owner role, which may change data")
     @json_option
     def sql_command(statement: str | None, write: bool, as_json: bool) -> int:
         """run SQL against the knowledge store (read-only unless --write)
 
+        Without --write it logs in as the read-only role (kaizen_reader), which PostgreSQL lets read Kaizen's
+        tables and views and nothing else; where that role cannot be used (a server whose owner may not create
+        roles), one line says so and what a superuser can run, and a non-superuser owner reads in a read-only
+        transaction meanwhile. --write runs as the owner, the application's role.
+
         Without STATEMENT: psql when it is installed and this is a terminal, else a prompt that reads statements
         ending in ';' (from a pipe too)."""
-        from store.sql_console import run_sql
+        from store.sql_console import SqlConsole, sql_login
 
-        store = open_store()
+        login = sql_login(open_store(), write=write)
+        if login.notice:
+            err.print(f"[yellow]note[/yellow] {login.notice}", highlight=False)
         if statement is None:
-            return _interactive_sql(store, write)
-        result = run_sql(store, statement, write=write)
+            return _interactive_sql(login)
+        with SqlConsole(login) as console:
+            result = console.run(statement)
         if as_json:
             print_json([dict(zip(result.columns, row)) for row in result.rows])
         elif result.columns:
@@ -175,44 +183,51 @@ def register_commands(cli: click.Group) -> None:
         return 0
 
 
-def _interactive_sql(store, write: bool) -> int:
+def psql_invocation(psql: str, login) -> tuple[list[str], dict[str, str]]:
+    """psql's command line and environment for a `kaizen sql` session (the password in PGPASSWORD, not argv)."""
+    env = dict(os.environ)
+    extra = login.environment()
+    if "PGOPTIONS" in extra:
+        extra["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + extra["PGOPTIONS"]).strip()
+    env.update(extra)
+    return [psql, login.conninfo], env
+
+
+def _interactive_sql(login) -> int:
+    from store.sql_console import SqlConsole, SqlError
+
+    mode = f"as {login.role}" + (", read-only" if login.read_only else "")
     psql = shutil.which("psql")
     if psql and sys.stdin.isatty():
-        env = dict(os.environ)
-        if not write:
-            env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c default_transaction_read_only=on").strip()
-        err.print("[dim]psql session" + ("" if write else " (read-only)") + "; \\q quits[/dim]")
-        from store.database import libpq_url
-
-        return subprocess.call([psql, libpq_url(store.url)], env=env)
-    from store.sql_console import SqlError, run_sql
-
-    err.print("[dim]Kaizen SQL prompt" + ("" if write else " (read-only)") + "; end statements with ';', "
-              "an empty line or Ctrl-D quits[/dim]")
-    buffer = ""
-    while True:
-        try:
-            line = input("sql> " if not buffer else "...> ") if sys.stdin.isatty() else sys.stdin.readline()
-        except EOFError:
-            break
-        if not sys.stdin.isatty() and line == "":
-            break
-        line = line.rstrip("\n")
-        if not line.strip() and not buffer:
-            if sys.stdin.isatty():
-                break
-            continue
-        buffer += line + "\n"
-        if buffer.rstrip().endswith(";"):
+        err.print(f"[dim]psql session ({mode}); \\q quits[/dim]")
+        argv, env = psql_invocation(psql, login)
+        return subprocess.call(argv, env=env)
+    err.print(f"[dim]Kaizen SQL prompt ({mode}); end statements with ';', an empty line or Ctrl-D quits[/dim]")
+    with SqlConsole(login) as console:
+        buffer = ""
+        while True:
             try:
-                result = run_sql(store, buffer.rstrip().rstrip(";"), write=write)
-                if result.columns:
-                    print_table(result.columns, result.rows)
-                else:
-                    out.print(result.status)
-            except SqlError as exc:
-                err.print(f"[red]error[/red] {exc}", highlight=False)
-            buffer = ""
+                line = input("sql> " if not buffer else "...> ") if sys.stdin.isatty() else sys.stdin.readline()
+            except EOFError:
+                break
+            if not sys.stdin.isatty() and line == "":
+                break
+            line = line.rstrip("\n")
+            if not line.strip() and not buffer:
+                if sys.stdin.isatty():
+                    break
+                continue
+            buffer += line + "\n"
+            if buffer.rstrip().endswith(";"):
+                try:
+                    result = console.run(buffer.rstrip().rstrip(";"))
+                    if result.columns:
+                        print_table(result.columns, result.rows)
+                    else:
+                        out.print(result.status)
+                except SqlError as exc:
+                    err.print(f"[red]error[/red] {exc}", highlight=False)
+                buffer = ""
     return 0
 
 
@@ -220,6 +235,10 @@ def print_status(data: dict) -> None:
     db = data["database"]
     out.print(f"database: {'embedded PostgreSQL in ' + db['location'] if db['embedded'] else db['url']} "
               f"(PostgreSQL {db['server_version']}, pgvector {db['pgvector_version']})", highlight=False)
+    reader = db.get("reader_role")
+    if reader and not reader["ready"]:
+        out.print(f"`kaizen sql` without --write: {reader['problem']} (`kaizen sql` says what to run)",
+                  highlight=False)
     out.print(f"documents: {data['documents']['active']} active, {data['documents']['missing']} missing; "
               f"{data['active_chunks']} chunks in the active version")
     v = data["active_kb_version"]

@@ -73,6 +73,7 @@ class Store:
     def __init__(self, settings: StoreSettings | None = None, *, migrate: bool = True, ephemeral: bool = False):
         self.settings = settings or StoreSettings()
         self.embedded = self.settings.database_url is None
+        self.ephemeral = ephemeral
         if self.embedded:
             from . import embedded_server
 
@@ -178,4 +179,10 @@ class Store:
                 yield session
 
     def close(self) -> None:
+        """Close the connections; an ephemeral embedded server (a benchmark's) is stopped and deleted now, when this
+        process was its last user, rather than at exit."""
         self.engine.dispose()
+        if self.embedded and self.ephemeral:
+            from . import embedded_server
+
+            embedded_server.release(self.settings.pgdata)

@@ -29,8 +29,10 @@ def status_data(store) -> dict:
     from .embeddings import MODEL_NAME
     from .kb_versions import active_version
     from .lexical import CURRENT_SCHEME
+    from .roles import inspect_reader
 
     with store.session() as s:
+        reader = inspect_reader(s.connection())
         version = active_version(s)
         docs = dict(s.execute(sa.text("SELECT status, count(*) FROM documents GROUP BY status")).all())
         chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
@@ -51,6 +53,10 @@ def status_data(store) -> dict:
             "server_version": caps.server_version,
             "pgvector_version": caps.pgvector_version,
             "iterative_index_scans": caps.iterative_index_scans,
+            # the role `kaizen sql` reads as without --write (store/roles.py); problem: why it cannot be used
+            # (the fix, which holds its password, is what `kaizen sql` prints)
+            "reader_role": None if reader is None else {
+                "name": reader.role, "ready": reader.ready, "problem": reader.problem},
         },
         "kaizen_home": str(store.settings.home),
         "documents": {"active": docs.get("active", 0), "missing": docs.get("missing", 0)},

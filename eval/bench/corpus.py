@@ -1,7 +1,8 @@
 """The database a benchmark runs in: its own embedded server, never the user's knowledge base.
 
 `bench_store(home, prefix)` yields (store, embedder, home): with `home` the data is kept there (a second run
-reuses it), without it a temporary KAIZEN_HOME is made and the server deletes its data on exit.
+reuses it), without it a temporary KAIZEN_HOME is made, and deleted with its server when the benchmark ends,
+however it ends (an error, Ctrl-C, SIGTERM: cli.main turns SIGTERM into an exception so this `finally` runs).
 `ingest_corpus` ingests and refuses to benchmark a corpus that did not load cleanly. The corpus is a .jsonl file
 (../shared/data format: a question's gold ids are the lines' ids) or a folder of files, each file one document
 named, as `kaizen ingest --sample` names it, by its path relative to the folder's parent: with `--corpus docs`,
@@ -11,6 +12,7 @@ docs/cli.md is the id gold_passage_ids give (eval/bench/docs-questions.jsonl).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +26,17 @@ def bench_store(home: str | Path | None, prefix: str) -> Iterator[tuple]:
     from store.settings import StoreSettings
 
     home_dir = Path(home or tempfile.mkdtemp(prefix=prefix))
-    settings = StoreSettings(home=home_dir, database_url=None)
-    store = Store(settings, ephemeral=home is None)
     try:
-        yield store, store_embedder(settings), home_dir
+        settings = StoreSettings(home=home_dir, database_url=None)
+        store = Store(settings, ephemeral=home is None)
+        try:
+            yield store, store_embedder(settings), home_dir
+        finally:
+            store.close()  # an ephemeral server stops and deletes its data directory here
     finally:
-        store.close()
+        # (a server another process still uses, such as a benchmark's worker, keeps running, and its files stay)
+        if home is None and not (home_dir / "pgdata" / "postmaster.pid").exists():
+            shutil.rmtree(home_dir, ignore_errors=True)
 
 
 def ingest_corpus(store, embedder, path: str | Path):

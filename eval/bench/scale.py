@@ -6,6 +6,7 @@ scan (numpy, on the very same vectors) and p50/p95 query latency for several hns
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7) -> dict:
     clusters = max(10, n // 1000)
     data = clustered_vectors(n, dim, clusters, rng)
     probe = clustered_vectors(queries, dim, clusters, np.random.default_rng(seed))  # same centres, new noise
-    settings = StoreSettings(home=Path(tempfile.mkdtemp(prefix="kaizen-scale-")), database_url=None)
+    home = Path(tempfile.mkdtemp(prefix="kaizen-scale-"))
+    settings = StoreSettings(home=home, database_url=None)
     store = Store(settings, migrate=False, ephemeral=True)
     try:
         with store.engine.connect() as conn:
@@ -76,7 +78,8 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7) -> dict:
             plan = raw.execute("EXPLAIN SELECT id FROM scale_bench ORDER BY embedding <=> %s LIMIT 10",
                                (probe[0],)).fetchall()
     finally:
-        store.close()
+        store.close()  # stops the ephemeral server and deletes its data
+        shutil.rmtree(home, ignore_errors=True)
     best = next((ef for ef in map(str, EF_SEARCH) if by_ef[ef]["recall@10"] >= 0.95), str(EF_SEARCH[-1]))
     return {
         "benchmark": "scale",

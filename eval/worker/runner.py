@@ -6,6 +6,10 @@
   a periodic job keeps doing so while it runs.
 - Its model pauses while anyone is being answered on the same database (agent.turns): before each small piece of
   a prompt and each generated token it waits for the answer to finish.
+- SIGINT or SIGTERM stops it after its running job (procrastinate's graceful shutdown: no new job is fetched,
+  the running one finishes and is recorded, the worker unregisters); a second one stops it at once and hands the
+  running job back to the queue (`todo` again, for the next worker), stopping the embedded server first when
+  this was its last user.
 - When the database goes away it keeps trying for `KAIZEN_WORKER_RECONNECT_SECONDS` (60) and then stops with a
   message saying so; a job interrupted that way is retried by the next worker, not lost.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
 import time
 
 from eval.settings import EvalSettings
@@ -98,16 +104,63 @@ async def _run_once(app, conninfo: str, resources: Resources, *, concurrency: in
                 delete_jobs="never",
             )
             asked = {"stop": once}
+            loop = asyncio.get_running_loop()
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            second: list[int] = []
 
-            def stop() -> None:  # the first SIGINT/SIGTERM finishes the running job; a second one kills
+            def hurry(signum: int) -> None:  # a second SIGINT/SIGTERM: hand the running job back, exit now
+                if not second:
+                    second.append(signum)
+                    loop.create_task(_hand_back_and_exit(app, worker, resources.store, signum))
+
+            def stop() -> None:  # the first SIGINT/SIGTERM finishes the running job; a second one hands it back
                 asked["stop"] = True
+                log.warning("stopping after the running job (a second SIGINT or SIGTERM stops now and hands it "
+                            "back to the queue)")
                 worker.stop()
+                if install_signal_handlers:
+                    for sig in previous:
+                        loop.add_signal_handler(sig, hurry, sig)
 
-            with signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext():
-                await worker.run()
+            try:
+                with signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext():
+                    await worker.run()
+            finally:
+                if asked["stop"] and install_signal_handlers:
+                    for sig, handler in previous.items():
+                        loop.remove_signal_handler(sig)
+                        signal.signal(sig, handler)
             return asked["stop"]
     finally:
         await pool.close()
+
+
+async def _hand_back_and_exit(app, worker, store, signum: int) -> None:
+    """Put the jobs this worker holds back in the queue and end the process now: a job's thread cannot be stopped,
+    and waiting for it is what the first signal already does. What atexit would do for the store (stop the
+    embedded server when this is its last user) is done here first, since os._exit skips atexit."""
+    from datetime import datetime, timezone
+
+    try:
+        held = await app.job_manager.list_jobs_async(worker_id=worker.worker_id, status="doing") \
+            if worker.worker_id is not None else []
+        for job in held:
+            await app.job_manager.retry_job_by_id_async(job.id, retry_at=datetime.now(timezone.utc))
+            log.warning("job %s (%s) handed back to the queue", job.id, job.task_name)
+        if worker.worker_id is not None:
+            await app.job_manager.unregister_worker(worker.worker_id)
+    except Exception as exc:  # the database is gone: the job is retried once its heartbeat stops
+        log.warning("could not hand the running job back (%s); it is retried when its heartbeat stops", exc)
+    finally:
+        store.close()
+        if store.embedded:
+            from store.embedded_server import release
+
+            release()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
 
 
 def run_worker(store, *, concurrency: int = 1, once: bool = False, resources: Resources | None = None,
