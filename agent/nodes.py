@@ -23,12 +23,11 @@ from .nodes_checks import (
     LEXICAL_MIN,
     content_tokens,
     grounding,
-    redact_injections,
 )
+from .passages import build_passages as passages_for
 from .state import AgentState, Context, Grade, Hit, grade_reading
 
 COPY_LEXICAL = 0.8  # answers whose words are this much from the passages skip the model's self-check
-CHECK_RESERVE = 64  # tokens kept free after the answer for the self-check question and its JSON reply
 
 
 def emit(runtime: Runtime, event: dict) -> None:
@@ -109,14 +108,18 @@ def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     query = state.get("query") or state["standalone_query"]
     attempt = len(state.get("queries") or [])
+    widen = state.get("widen", 0)
     emit(runtime, {"type": "status", "node": "retrieve", "text": f"searching: {query[:80]}"})
     with ctx.store.session() as session:
         version = active_version(session)
         if version is None:
             return {"hits": [], "kb_version": None, "queries": [*state.get("queries", []), query],
                     "warning": "the knowledge base is empty: add documents with `kaizen ingest PATH`"}
-        found = search(session, ctx.embedder, query, k=ctx.settings.top_k, settings=ctx.store.settings,
+        found = search(session, ctx.embedder, query, k=ctx.settings.top_k * (1 + widen), settings=ctx.store.settings,
                        version=version)
+    if widen:  # the next-ranked chunks, after those the model already read
+        seen = {h.chunk_id for h in state.get("all_hits") or []}
+        found = [hit for hit in found if hit.chunk_id not in seen][: ctx.settings.top_k]
     hits = [Hit(**hit.as_dict(), rank=rank, attempt=attempt, query=query) for rank, hit in enumerate(found, start=1)]
     return {"hits": hits, "kb_version": version.id, "queries": [*state.get("queries", []), query]}
 
@@ -198,7 +201,7 @@ def _llm_context_grade(state: AgentState, ctx: Context, grades: list[Grade]) -> 
     messages = prompts.grade_messages(state["prompt_question"], kept)
     reading, threshold, source = grade_reading(ctx.settings, getattr(ctx.llm, "name", ""))
     detail: dict[str, Any] = {"reading": reading, "threshold": threshold, "threshold_source": source,
-                              "passages": len(passages)}
+                              "passages": len(passages), "chunk_ids": [p["chunk_id"] for p in passages]}
     if reading == "probability":
         scored = ctx.llm.yes_probability(messages, kind="grade")
         answers = (scored.p_yes >= threshold) if scored.ok else None
@@ -227,9 +230,18 @@ def route_after_grading(state: AgentState) -> str:
 
 @timed("rewrite_query")
 def rewrite_query(state: AgentState, runtime: Runtime[Context]) -> dict:
+    """Nothing relevant came back: the model writes another search query (one short constrained call). Relevant
+    chunks came back but the model read them and said they do not answer: no call; the same query reads on
+    to the next-ranked chunks (a rephrased query found the same chunks again on ClapNQ dev, at 2-3 s a call)."""
     ctx = runtime.context
     question = state["standalone_query"]
     tried = list(state.get("queries") or [])
+    if state.get("context_answers") is False:
+        emit(runtime, {"type": "status", "node": "rewrite_query", "text": "these passages do not answer; reading on"})
+        widen = state.get("widen", 0) + 1
+        grade = Grade("rewrite", "read on", detail={"query": tried[-1] if tried else question, "widen": widen})
+        return {"query": tried[-1] if tried else question, "widen": widen, "rewrites": state.get("rewrites", 0) + 1,
+                "grades": [*state.get("grades", []), grade]}
     emit(runtime, {"type": "status", "node": "rewrite_query", "text": "nothing that answers found; rephrasing"})
     result = ctx.llm.json_chat(prompts.rewrite_messages(question[:2000], tried[-3:]), prompts.QUERY_SCHEMA,
                                validate=prompts.validate_query, max_tokens=48, kind="rewrite")
@@ -260,27 +272,9 @@ def abstain(state: AgentState, runtime: Runtime[Context]) -> dict:
 
 # -- generate and check --------------------------------------------------------------------------------------------
 def build_passages(state: AgentState, ctx: Context, strict: bool) -> tuple[list[dict], int, list[dict], int]:
-    """Number the relevant chunks [1]..[n], redact injected instructions, and fit them into the context window.
-    Returns (passages, how many were cut or dropped, the answer messages, injections redacted)."""
-    llm = ctx.llm
-    relevant = [h for h in state.get("hits") or [] if h.relevant]
-    redacted = 0
-    candidates = []
-    for number, hit in enumerate(relevant, start=1):
-        text, n = redact_injections(hit.text)
-        redacted += n
-        candidates.append(prompts.Passage(number, hit.chunk_id, hit.title or "", text))
-    skeleton = prompts.answer_messages(state["prompt_question"], [], strict=strict)
-    budget = llm.n_ctx - llm.settings.max_tokens - llm.count_prompt(skeleton) - CHECK_RESERVE
-    kept, cut = prompts.fit_passages(candidates, max(0, budget), llm.count_tokens, llm.truncate)
-    by_chunk = {h.chunk_id: h for h in relevant}
-    passages = [
-        {"number": p.number, "chunk_id": p.chunk_id, "document_id": by_chunk[p.chunk_id].document_id,
-         "source_uri": by_chunk[p.chunk_id].source_uri, "title": p.title, "text": p.text, "trimmed": p.trimmed}
-        for p in kept
-    ]
-    messages = prompts.answer_messages(state["prompt_question"], kept, strict=strict)
-    return passages, cut, messages, redacted
+    """The passages the model reads for this state's hits (agent.passages): (passages, how many were cut or dropped
+    to fit the window, the answer messages, injections redacted)."""
+    return passages_for(state.get("hits") or [], state["prompt_question"], ctx, strict)
 
 
 def answer_messages_for(state: AgentState, strict: bool) -> list[dict]:

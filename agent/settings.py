@@ -42,12 +42,17 @@ class AgentSettings(KaizenSettings):
 
     # -- answering -----------------------------------------------------------------------------------------------
     top_k: int = Field(4, ge=1, description="chunks retrieved per search")
-    max_rewrites: int = Field(1, ge=0, description="query rewrites when nothing relevant came back")
+    max_rewrites: int = Field(1, ge=0, description="further searches per question: a rewritten query when nothing "
+                              "relevant came back, the next-ranked chunks when the model said the relevant ones do "
+                              "not answer")
     max_regenerations: int = Field(1, ge=0, description="stricter answers when the answer check fails")
     # The vector score (0.2 x chunk + 0.8 x best-sentence cosine, as search ranks) for a chunk to count as relevant.
     # At 0.83 the top hit passes for 99.0% of ClapNQ dev's answerable questions and 86.6% of its unanswerable ones
     # (99.8% of JSQuAD's); the whole-passage cosine at 0.82, before sentence vectors, passed 99.5% / 92.1%.
     relevance_min: float = Field(0.83, description="the vector score a retrieved chunk needs to count as relevant")
+    context_tokens: int = Field(256, ge=0, description="tokens of passage text the model reads per question: the "
+                                "best-matching sentences of the relevant chunks with their neighbours (0: whole "
+                                "chunks)")
     grounded_min: float = Field(0.5, description="the share of the answer's words that must be found in the cited "
                                                  "passages")
     llm_grade: bool = Field(True, description="the model's yes/no \"does the context answer it?\", on the answer "
@@ -55,7 +60,7 @@ class AgentSettings(KaizenSettings):
     llm_check: bool = Field(True, description="the model's own yes/no check of its answer, on the KV-cached answer "
                                               "conversation")
     grade_min_yes: float | None = Field(None, ge=0.0, le=1.0, json_schema_extra={
-        "doc_default": "per chat model (0.73 for Qwen2.5-Coder-1.5B; SmolLM2 reads the greedy reply)"},
+        "doc_default": "per chat model (0.71 for Qwen2.5-Coder-1.5B; SmolLM2 reads the greedy reply)"},
         description="P(yes) / (P(yes) + P(no)) the grade needs for \"the context answers\"; setting it makes every "
                     "model's grade read the probability")
     history_turns: int = Field(3, ge=0, description="earlier turns shown to the follow-up rewriter")

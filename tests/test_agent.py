@@ -132,8 +132,8 @@ def test_context_overflow_is_trimmed_not_fatal(kb, embedder, monkeypatch):
     long_question = (
         "Which facts does the knowledge base hold about " + "the Kestrel Point lighthouse and its keeper " * 40
     )
-    a = Agent(kb, llm=small, embedder=embedder, persist=False,
-              settings=AgentSettings(top_k=3, relevance_min=0.0, question_max_tokens=150))
+    a = Agent(kb, llm=small, embedder=embedder, persist=False,  # whole chunks (no sentence budget)
+              settings=AgentSettings(top_k=3, relevance_min=0.0, question_max_tokens=150, context_tokens=0))
     result = a.ask(long_question)
     assert result.interaction_id is not None
     assert any("context window" in n for n in result.notices), result.notices
@@ -159,16 +159,26 @@ def test_regeneration_loop_is_capped(kb, embedder):
     assert row.regenerations == 2 and row.warning == result.warning
 
 
-def test_context_the_model_says_does_not_answer_leads_to_a_rewrite_then_abstention(kb, embedder):
+def test_context_the_model_says_does_not_answer_leads_to_reading_on_then_abstention(kb, embedder):
     from agent.graph import Agent
+    from agent.settings import AgentSettings
 
     fake = FakeLLM("unused", json_reply={"grade": '"no"', "rewrite": '{"query": "Kaizen mascot name"}'})
-    a = Agent(kb, llm=fake, embedder=embedder, persist=False)
+    # every chunk counts as relevant, two at a time: the model reads two, says no, and reads the next two
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False, settings=AgentSettings(top_k=2, relevance_min=0.0))
     result = a.ask("What is the name of Kaizen's mascot?")
     assert result.abstained and result.rewrites == 1 and fake.generations == 0
     rows = _all(kb, "SELECT grader, verdict FROM grades WHERE interaction_id = :id ORDER BY id",
                 id=result.interaction_id)
     assert [r for r in rows if r[0] == "llm_context_grade"] == [("llm_context_grade", "does not answer")] * 2
+    # No rewrite call: the search read on to the next-ranked chunks, which the model graded in turn.
+    first, second = [r.detail for r in _all(kb, "SELECT detail FROM grades WHERE interaction_id = :id AND grader = "
+                                                 "'llm_context_grade' ORDER BY id", id=result.interaction_id)]
+    assert not set(first["chunk_ids"]) & set(second["chunk_ids"])
+    assert [c["kind"] for c in result.usage["calls"]] == ["grade", "grade"]
+    rewrite = _one(kb, "SELECT verdict, detail FROM grades WHERE interaction_id = :id AND grader = 'rewrite'",
+                   id=result.interaction_id)
+    assert rewrite.verdict == "read on" and rewrite.detail["widen"] == 1
     gap = _one(kb, "SELECT reason FROM knowledge_gaps WHERE interaction_id = :id", id=result.interaction_id)
     assert gap.reason == "context does not answer"
 
