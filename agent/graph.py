@@ -208,7 +208,28 @@ class Agent:
         snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         return list((snapshot.values or {}).get("history") or [])
 
+    def warm_up(self) -> threading.Thread:
+        """Read the prompt prefix every call of the graph starts with into the model's KV cache, in a thread, so a
+        person's first question does not wait for it (the question waits for the model's lock if it comes first)."""
+        from .prompts import shared_prefix
+
+        def warm() -> None:
+            try:
+                if hasattr(self.llm, "warm"):
+                    self.llm.warm(shared_prefix())
+            except Exception:  # the first question then reads the prefix itself
+                pass
+
+        # Not a daemon: the interpreter waits for it at exit instead of tearing llama.cpp down under it (a crash).
+        thread = threading.Thread(target=warm, name="kaizen-warm-up", daemon=False)
+        thread.start()
+        self._warm_up = thread
+        return thread
+
     def close(self) -> None:
+        warm_up = getattr(self, "_warm_up", None)
+        if warm_up is not None:
+            warm_up.join()
         self.answering.close()
         if self.checkpoints is not None:
             self.checkpoints.close()

@@ -312,6 +312,19 @@ class LLM:
                 f"{self.n_ctx} tokens: raise KAIZEN_LLM_CTX or lower KAIZEN_LLM_MAX_TOKENS"
             )
 
+    def warm(self, messages: Sequence[dict]) -> int:
+        """Evaluate `messages` into the KV cache now, so that the calls that start with them later only read what
+        follows (the REPL does this with the graph's shared prompt prefix while a person types). Returns how many
+        tokens were evaluated (0 when they were cached already)."""
+        tokens = self.prompt_tokens(messages)
+        with self.lock:
+            start = self.cached_prefix(tokens)
+            if start >= len(tokens) - 1:
+                return 0
+            self.model.n_tokens = start
+            self.model.eval(list(tokens[start:]))
+            return len(tokens) - start
+
     def reset(self) -> None:
         """Forget the KV cache (benchmarks use it to time a cold call)."""
         with self.lock:

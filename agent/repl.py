@@ -95,6 +95,7 @@ class Repl:
     # -- the loop -------------------------------------------------------------------------------------------------
     def run(self) -> int:
         self._setup_readline()
+        self.agent.warm_up()  # while the person types the first question
         if self.interactive:
             self.say(f"Kaizen · model {self.agent.llm.name} · thread {self.thread_id} · /help for commands",
                      style="2")

@@ -41,6 +41,21 @@ def test_streaming_reports_tokens_and_reuses_the_kv_cache(llm):
     assert again.usage.prompt_processed <= 1  # the whole prompt came from llama.cpp's KV cache
 
 
+def test_warming_the_shared_prefix_leaves_only_the_question_to_read(llm):
+    from agent.prompts import shared_prefix
+
+    llm.reset()
+    prefix = shared_prefix()
+    evaluated = llm.warm(prefix)
+    assert evaluated == llm.count_prompt(prefix) > 100
+    assert llm.warm(prefix) == 0  # already there
+    messages = [*prefix, {"role": "user", "content": "What colour is the sky on a clear day?"}]
+    usage = llm.stream_chat(messages, max_tokens=8).run().usage
+    assert usage.prompt_processed <= usage.prompt_tokens - evaluated + 8  # the user turn and its markers
+    again = [*prefix, {"role": "user", "content": "Why is the sea salty?"}]
+    assert llm.stream_chat(again, max_tokens=8).run().usage.prompt_processed < 30
+
+
 def test_a_stop_event_ends_generation(llm):
     stop = threading.Event()
     stream = llm.stream_chat([{"role": "user", "content": "Count from one to one hundred in words."}],
