@@ -82,12 +82,15 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--baseline", type=click.Choice(["naive"]), default=None,
                   help="also answer each question with a naive RAG (vector top-4, one plain prompt, one greedy "
                        "call) on the same store and model, and report both side by side")
+    @click.option("--article", metavar="TITLE",
+                  help="ingest only this article of the corpus, its passages joined into one .txt document (a long "
+                       "document as a person adds it)")
     @click.option("--with-worker", is_flag=True,
                   help="then ask the questions again while a real `kaizen worker` grades the answers beside it, "
                        "and report the times against the first pass")
     @json_option
     def answer_command(corpus: str, questions: str, limit: int | None, skip: int, home: str | None,
-                       baseline: str | None, with_worker: bool, as_json: bool) -> int:
+                       baseline: str | None, with_worker: bool, article: str | None, as_json: bool) -> int:
         """answer latency vs raw llama.cpp, LLM calls, tokens, abstention, F1/EM
 
         The whole graph on each question, against one raw llama.cpp call generating as many tokens from the
@@ -96,7 +99,7 @@ def register_commands(cli: click.Group) -> None:
         from eval.bench.answer import run
 
         result = run(corpus, questions, limit, home, _answer_progress, skip, baseline=baseline,
-                     with_worker=with_worker)
+                     with_worker=with_worker, article=article)
         if as_json:
             print_json(result)
             return 0
@@ -212,6 +215,10 @@ def print_answer_summary(result: dict) -> None:
     if "answer_quality_answerable" in s:
         q = s["answer_quality_answerable"]
         rows.append(["token F1 / exact match (answerable)", f"{q['token_f1']} / {q['exact_match']}"])
+    h = s["handled_right"]
+    rows.append(["string presence (answerable)", s["string_presence_answerable"]])
+    rows.append(["handled right (answered with the reference and a citation, or abstained in the question's "
+                 "language)", f"{h['count']}/{s['questions']} [{h['ci95'][0]}, {h['ci95'][1]}]"])
     print_table(["measure", "value"], rows)
     err.print("[dim]--json gives every question[/dim]")
 

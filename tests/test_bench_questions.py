@@ -30,6 +30,39 @@ def test_answerable_only_sets_skip_too(tmp_path):
     assert [r["id"] for r in load_questions(path, 2, skip=1)] == ["a1", "a2"]
 
 
+def test_an_article_becomes_one_document_in_corpus_order(tmp_path):
+    from eval.bench.corpus import article_file
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"id": "p0", "title": "梅雨", "text": "梅雨は雨季である。"}, {"id": "p1", "title": "他", "text": "別。"},
+            {"id": "p2", "title": "梅雨", "text": "梅雨入りは五月。"}]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path = article_file(corpus, "梅雨", tmp_path / "out")
+    assert path.name == "梅雨.txt"
+    assert path.read_text(encoding="utf-8") == "梅雨は雨季である。\n\n梅雨入りは五月。\n"
+    with pytest.raises(ValueError, match="no article"):
+        article_file(corpus, "なし", tmp_path / "out")
+
+
+@pytest.mark.parametrize("question, row, right", [
+    ({"question": "Who built it?", "answers": ["Ada"]}, {"abstained": False, "answer": "Ada built it [1].",
+                                                         "string_presence": 1.0, "citations": [7]}, True),
+    ({"question": "Who built it?", "answers": ["Ada"]}, {"abstained": False, "answer": "Ada built it.",
+                                                         "string_presence": 1.0, "citations": []}, False),
+    ({"question": "Who?", "answers": ["Ada"], "required": ["Ada", "Bo"]},
+     {"abstained": False, "answer": "Ada [1].", "string_presence": 1.0, "citations": [7]}, False),
+    ({"question": "誰が建てたか。", "answerable": False},
+     {"abstained": True, "answer": "ナレッジベースには記載がありません。"}, True),
+    ({"question": "誰が建てたか。", "answerable": False},
+     {"abstained": True, "answer": "The knowledge base does not say."}, False),
+])
+def test_handled_right_wants_the_reference_and_a_citation_or_an_abstention_in_the_question_s_language(
+        question, row, right):
+    from eval.bench.answer import handled_right
+
+    assert handled_right(row, question) is right
+
+
 SMALL_MODEL = Path(__file__).resolve().parents[1] / ".venv/share/kaizen/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 CORPUS = [

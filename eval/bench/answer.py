@@ -85,6 +85,19 @@ def string_presence(answer: str, row: dict) -> float | None:
     return float(bool(answer) and _contains_reference(strip_citations(answer), references))
 
 
+def handled_right(row: dict, question: dict) -> bool:
+    """The question was handled as a person would want: an answerable one answered with an accepted reference in
+    the answer (every one of `required`, when the question lists the parts a whole answer has) and at least one
+    citation; an unanswerable one abstained on, in the question's language."""
+    from agent.prompts import abstention_for, strip_citations
+
+    if question.get("answerable", True):
+        text = strip_citations(row["answer"])
+        whole = all(_contains_reference(text, [part]) for part in question.get("required", []))
+        return bool(not row["abstained"] and row.get("string_presence") and row.get("citations") and whole)
+    return bool(row["abstained"] and row["answer"] == abstention_for(question["question"]))
+
+
 def raw_call(llm, messages: list[dict], n_tokens: int, stop: list[str], warm_prefix: list[dict] | None = None) -> dict:
     """One plain llama.cpp chat completion of the final prompt, `n_tokens` at most, from a cold KV cache; or,
     with `warm_prefix`, from a cache that holds those messages (as Kaizen's does after any earlier question)."""
@@ -220,12 +233,13 @@ def run_questions(agent, questions: list[dict], progress=None, baseline: str | N
             row.update(raw_ms=None, raw_ttft_ms=None, raw_same_text=None, latency_ratio=None, raw_warm_ms=None,
                        latency_ratio_warm=None, final_prompt_tokens=None)
         row["f1"], row["em"] = answer_scores("" if result.abstained else result.answer, q)
+        row["string_presence"] = string_presence("" if result.abstained else result.answer, q)
+        row["handled_right"] = handled_right(row, q)
         if baseline == "naive":
             # Order and KV cache: Kaizen answers first (above, with the cache its previous question left), then
             # the naive RAG from a reset cache (naive_answer resets it). Afterwards the cache is reset again and
             # only the shared prompt prefix is put back (untimed), so Kaizen's next question finds what it would
             # after any earlier question of its own, and never the naive prompt.
-            row["string_presence"] = string_presence("" if result.abstained else result.answer, q)
             naive = naive_answer(llm, agent.store, agent.embedder, q["question"])
             naive["f1"], naive["em"] = answer_scores("" if naive["abstained"] else naive["answer"], q)
             naive["string_presence"] = string_presence("" if naive["abstained"] else naive["answer"], q)
@@ -286,6 +300,10 @@ def summarise(rows: list[dict]) -> dict:
         "regenerated_share": _r(sum(r["regenerations"] > 0 for r in rows) / len(rows), 3) if rows else None,
         "unverified_warning_share": _r(sum(bool(r["warning"]) and not r["abstained"] for r in rows) / len(rows), 3)
         if rows else None,
+        "handled_right": _share(sum(bool(r.get("handled_right")) for r in rows), len(rows)),
+        "string_presence_answerable": _r(statistics.mean(r["string_presence"] for r in answerable
+                                                         if r.get("string_presence") is not None), 3)
+        if any(r.get("string_presence") is not None for r in answerable) else None,
         "gold_passage_cited_share_answerable": _r(sum(r["gold_cited"] for r in answerable) / len(answerable), 3)
         if answerable else None,
     }
@@ -420,16 +438,17 @@ def beside_worker(agent, store, home, questions: list[dict], rows: list[dict]) -
 
 
 def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None,
-        skip: int = 0, baseline: str | None = None, with_worker: bool = False) -> dict:
+        skip: int = 0, baseline: str | None = None, with_worker: bool = False, article: str | None = None) -> dict:
     from agent.graph import Agent
 
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
 
-    from .corpus import bench_store, ingest_corpus, load_average
+    from .corpus import article_file, bench_store, ingest_corpus, load_average
 
     with bench_store(home, "kaizen-bench-answer-") as (store, embedder, home_dir):
-        report = ingest_corpus(store, embedder, corpus)
+        source = article_file(corpus, article, home_dir / "article") if article else corpus
+        report = ingest_corpus(store, embedder, source)
         questions = load_questions(questions_path, limit, skip)
         agent = Agent(store, embedder=embedder, persist=False)
         llm = agent.llm
@@ -441,6 +460,7 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
         result = {
             "benchmark": "answer",
             "corpus": str(corpus),
+            "article": article,
             "questions_file": str(questions_path),
             "skipped_per_kind": skip,
             "model": llm.name,

@@ -11,6 +11,7 @@ docs/cli.md is the id gold_passage_ids give (eval/bench/docs-questions.jsonl).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -53,3 +54,16 @@ def ingest_corpus(store, embedder, path: str | Path):
 def load_average() -> float | None:
     """The 1-minute load average, recorded beside timings (two cores shared with other jobs skew them)."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def article_file(corpus: str | Path, title: str, directory: str | Path) -> Path:
+    """One long document as a person would add it: every passage of the corpus article `title`, in corpus order,
+    joined with blank lines into `<directory>/<title>.txt`."""
+    rows = [json.loads(line) for line in Path(corpus).read_text(encoding="utf-8").splitlines() if line.strip()]
+    passages = [r["text"] for r in rows if r.get("title") == title]
+    if not passages:
+        raise ValueError(f"no article titled {title!r} in {corpus}")
+    path = Path(directory) / f"{title}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(passages) + "\n", encoding="utf-8")
+    return path
