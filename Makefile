@@ -13,7 +13,7 @@ MODELS ?= $(if $(filter smollm2,$(KAIZEN_CHAT_MODEL)),smollm2,smollm2 qwen2.5-1.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chat test test-fast lint bench bench-retrieval bench-answer bench-judge bench-recovery docs clean
+.PHONY: install chat test test-fast lint bench bench-retrieval bench-answer bench-judge bench-recovery bench-soak docs clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ bench-recovery: install
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/kaizen bench recovery --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/recovery-clapnq.json
 	$(BIN)/kaizen bench recovery --corpus $(DATA)/jsquad/corpus.jsonl --questions $(DATA)/jsquad/questions.dev.jsonl --limit 400 --json > $(BENCH_OUT)/recovery-jsquad.json
+
+# Ten minutes of a client, two workers and the planner with faults injected (kill -9, a database restart, SIGTERM);
+# exits 1 when a job is lost or run twice, a grade is doubled or missing, or the KB versions are inconsistent.
+bench-soak: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench soak --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/soak-clapnq.json
 
 # Regenerate the generated pages in docs/ (CLI, configuration, schema, graph) from the code; tests/test_docs.py checks them.
 docs: install

@@ -1,4 +1,4 @@
-"""`kaizen bench retrieval|scale|answer|judge|recovery`: the benchmarks of eval/bench/, printed.
+"""`kaizen bench retrieval|scale|answer|judge|recovery|soak`: the benchmarks of eval/bench/, printed.
 
 Each eval.bench module's `run(...)` returns its result as a dict (the `--json` output); the tables here are the
 text view of it."""
@@ -184,6 +184,50 @@ def register_commands(cli: click.Group) -> None:
         print_recovery_summary(result)
         return 0
 
+    @bench_group.command(name="soak")
+    @click.option("--minutes", type=float, default=10.0, show_default=True, help="how long the soak runs")
+    @click.option("--corpus", default=str(SHARED_DATA / "clapnq" / "corpus.jsonl"), show_default=True,
+                  help="the corpus (../shared/data format, JSONL)")
+    @click.option("--questions", default=str(SHARED_DATA / "clapnq" / "questions.dev.jsonl"), show_default=True,
+                  help="the question file: the client asks them in turn, and they are imported as probes")
+    @click.option("--limit", type=int, default=None, help="import only the first N answerable questions as probes")
+    @click.option("--home", help=HOME_HELP)
+    @click.option("--metrics", default="answer_relevancy", show_default=True,
+                  help="comma-separated metrics the workers grade each answer with (KAIZEN_EVAL_METRICS)")
+    @click.option("--pause", type=float, default=5.0, show_default=True,
+                  help="seconds the client waits between questions (the workers yield to an answer in progress)")
+    @click.option("--down-seconds", type=float, default=5.0, show_default=True,
+                  help="how long the database stays stopped when it is restarted")
+    @click.option("--drain-seconds", type=float, default=None,
+                  help="how long the workers may take to empty the queue after the end (default: half the soak, "
+                       "at least 120)")
+    @click.option("--output", help="also write the JSON result to this file")
+    @json_option
+    def soak_command(minutes: float, corpus: str, questions: str, limit: int | None, home: str | None,
+                     metrics: str, pause: float, down_seconds: float, drain_seconds: float | None,
+                     output: str | None, as_json: bool) -> int:
+        """a client, two workers and the planner for N minutes, with faults; then the books are checked
+
+        A `kaizen chat` client asks the questions in turn while two `kaizen worker` processes grade and probe;
+        the KB is degraded so the planner repairs it, one worker is killed with SIGKILL (and replaced), the
+        database is stopped and started under everyone, and the client gets SIGTERM (a new one continues).
+        Then: answers graded exactly once, jobs lost or run twice, KB version consistency, each fault survived.
+        Exits 1 when a target is missed (anything lost, doubled or inconsistent, or a fault not survived)."""
+        from eval.bench.soak import run
+
+        if minutes <= 0:
+            raise SystemExit("--minutes must be more than 0")
+        progress = None if as_json else (lambda message: err.print(f"[dim]{message}[/dim]"))
+        result = run(corpus, questions, minutes=minutes, home=home, limit=limit, metrics=metrics,
+                     pause_seconds=pause, down_seconds=down_seconds, drain_seconds=drain_seconds, progress=progress)
+        if output:
+            Path(output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if as_json:
+            print_json(result)
+        else:
+            print_soak_summary(result)
+        return 0 if result["ok"] else 1
+
 
 def _answer_progress(i: int, n: int, row: dict) -> None:
     print(f"[{i}/{n}] {'A' if row['answerable'] else 'U'} {row['total_ms']:.0f} ms ratio "
@@ -285,3 +329,21 @@ def print_recovery_summary(result: dict) -> None:
               f"{result['repair']['actions_taken']} action(s) taken, {result['repair']['actions_kept']} kept; "
               f"clean KB: {result['clean_kb']['message']}; {result['seconds']['total']}s "
               f"(load {result['load_average']})")
+
+
+def print_soak_summary(result: dict) -> None:
+    print_table(["fault", "at s", "survived"], [[f["fault"], f["at_seconds"], "yes" if f["survived"] else "NO"]
+                                                for f in result["faults"]], title="faults")
+    i, j, kb = result["interactions"], result["jobs"], result["kb"]
+    print_table(["check", "count"], [
+        ["answers recorded / graded / still queued", f"{i['recorded']} / {i['graded']} / {i['pending_grades']}"],
+        ["duplicate grades", i["duplicate_grades"]],
+        ["missing grades", i["missing_grades"]],
+        ["answers acknowledged but not recorded", i["acknowledged_not_recorded"]],
+        ["jobs / succeeded / queued", f"{j['jobs']} / {j['succeeded']} / {j['queued']}"],
+        ["jobs lost", j["lost"]],
+        ["jobs run twice", j["run_twice"]],
+        ["KB inconsistencies", kb["inconsistencies"]],
+    ], title="checks")
+    out.print(f"{'all targets met' if result['ok'] else 'TARGETS MISSED'} · {result['seconds']['total']}s "
+              f"(load {result['load_average']}) · --json gives the details")

@@ -8,6 +8,11 @@ so stale pids are pruned under pgserver's own inter-process lock before attachin
 pgserver does its part at exit (atexit), which Python's default SIGTERM skips; the CLI turns SIGTERM into an
 exception for that reason (cli.main). `release` does the same part sooner: a benchmark's store deletes its
 temporary server when it is closed, and a worker stopping at once (os._exit) detaches before it goes.
+
+`restart` stops the server and starts it again on the same socket (the soak benchmark's database fault): the
+processes attached to it keep their URL and reconnect (their pools check connections). pgserver remembers the
+postmaster it first saw, and at exit would not stop one started since; each process looks again just before its
+exit, so the last user still stops the server it leaves.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -47,12 +53,24 @@ def _prune_stale_handles(pgdata: Path, *, keep_self: bool = False) -> list[int]:
     return stale
 
 
+def _refresh_postmaster(pgdata: Path) -> None:
+    """Point this process's pgserver handle at the postmaster running now (after a restart underneath it)."""
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import PostmasterInfo
+
+    server = PostgresServer._instances.get(pgdata)
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if server is not None and info is not None and info.is_running():
+        server._postmaster_info = info
+
+
 def _prune_before_exit(pgdata: Path) -> None:
     from pgserver.postgres_server import PostgresServer
 
     try:
         with PostgresServer._lock:
             _prune_stale_handles(pgdata, keep_self=True)
+            _refresh_postmaster(pgdata)
     except Exception:  # never stand in the way of the process exiting
         log.debug("could not prune pgserver handles at exit", exc_info=True)
 
@@ -79,6 +97,62 @@ def release(pgdata: Path | None = None) -> None:
         if wanted is None or path == wanted:
             _prune_before_exit(path)
             server._cleanup()
+
+
+def _system_user(pgdata: Path) -> str | None:
+    """The OS user pgserver runs the server as (`pgserver` when it runs as root)."""
+    from pgserver.postgres_server import PostgresServer
+
+    server = PostgresServer._instances.get(pgdata)
+    if server is not None:
+        return server.system_user
+    return "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+
+
+def _wait_ready(pgdata: Path, timeout: float):
+    from pgserver.utils import PostmasterInfo
+
+    deadline = time.monotonic() + timeout
+    while True:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running() and info.status == "ready":
+            return info
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the PostgreSQL server in {pgdata} did not come back within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def restart(pgdata: Path, *, down_seconds: float = 0.0, timeout: float = 60.0) -> dict:
+    """Stop the embedded server in `pgdata` (fast shutdown: every connection is cut), keep it down for
+    `down_seconds`, and start it again on the same socket directory, under the processes using it. Returns
+    {"stopped_at", "started_at"} (time.time()) and "started_by": "restart", or "another process" when one that
+    attached meanwhile started it (pgserver starts a server it finds stopped)."""
+    from pgserver._commands import pg_ctl
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = Path(pgdata).expanduser().resolve()
+    user = _system_user(pgdata)
+    with PostgresServer._lock:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            raise RuntimeError(f"no PostgreSQL server runs in {pgdata}")
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=timeout)
+    stopped_at = time.time()
+    time.sleep(max(0.0, down_seconds))
+    started_by = "another process"
+    with PostgresServer._lock:
+        now = PostmasterInfo.read_from_pgdata(pgdata)
+        if now is None or not now.is_running():
+            if info.socket_dir is not None:
+                listen = ["-o", '-h ""', "-o", f"-k {info.socket_dir}"]
+            else:
+                listen = ["-o", f'-h "{info.hostname}"', "-o", f"-p {info.port}"]
+            pg_ctl(["-w", *listen, "-l", str(pgdata / "log"), "start"], pgdata=pgdata, user=user, timeout=timeout)
+            started_by = "restart"
+        _wait_ready(pgdata, timeout)
+        _refresh_postmaster(pgdata)
+    return {"stopped_at": stopped_at, "started_at": time.time(), "started_by": started_by}
 
 
 def start(pgdata: Path, *, ephemeral: bool = False) -> str:

@@ -1,4 +1,7 @@
-"""Writing metric scores to `eval_scores` (one row per metric and subject; NULL value + reason, never NaN)."""
+"""Writing metric scores to `eval_scores` (one row per metric and subject; NULL value + reason, never NaN).
+
+A recorded answer has one grade per metric outside evaluation runs (migration 0009's unique index): grading it
+again, as a retried or doubled worker job would, replaces that grade in place rather than adding a second one."""
 
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ _INSERT = sa.text(
     INSERT INTO eval_scores (run_id, interaction_id, probe_id, kb_version, metric, value, reason, judge_model, detail)
     VALUES (:run_id, :interaction_id, :probe_id, :kb_version, :metric, :value, :reason, :judge_model,
             CAST(:detail AS jsonb))
+    ON CONFLICT (interaction_id, metric) WHERE interaction_id IS NOT NULL AND run_id IS NULL
+    DO UPDATE SET kb_version = EXCLUDED.kb_version, value = EXCLUDED.value, reason = EXCLUDED.reason,
+                  judge_model = EXCLUDED.judge_model, detail = EXCLUDED.detail, created_at = now()
     RETURNING id, created_at
     """
 )

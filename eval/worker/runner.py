@@ -10,8 +10,14 @@
   the running one finishes and is recorded, the worker unregisters); a second one stops it at once and hands the
   running job back to the queue (`todo` again, for the next worker), stopping the embedded server first when
   this was its last user.
-- When the database goes away it keeps trying for `KAIZEN_WORKER_RECONNECT_SECONDS` (60) and then stops with a
-  message saying so; a job interrupted that way is retried by the next worker, not lost.
+- When the database goes away (a restart, a network cut) the worker rides it out in the same session for up to
+  `KAIZEN_WORKER_RECONNECT_SECONDS` (60): its heartbeat, job fetching, the periodic deferrer and the listener
+  retry every second instead of stopping the worker, and a job that ends meanwhile has its outcome recorded once
+  the database is back (otherwise the job would stay `doing` under a live worker, never retried). Keeping the
+  session matters: a worker that dropped it while its job still ran would look dead to the others, who would run
+  the same job a second time beside it. Past the budget it stops and starts a new session, and keeps trying for
+  the same budget before it stops with a message saying so; a job interrupted that way is retried by the next
+  worker (stalled-job recovery), not lost.
 """
 
 from __future__ import annotations
@@ -68,6 +74,94 @@ def _reason(exc: BaseException) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
+class _Outage:
+    """When the database was first found missing in the current outage (None: reachable); raises the error again
+    once the outage has lasted longer than the budget."""
+
+    def __init__(self, budget: float):
+        self.budget = budget
+        self.since: float | None = None
+
+    def lost(self, exc: BaseException, what: str) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.warning("lost the database (%s) while %s; retrying for up to %ss", _reason(exc), what, self.budget)
+        if now - self.since > self.budget:
+            raise exc
+
+    def back(self) -> None:
+        if self.since is not None:
+            log.warning("the database is back after %.1fs", time.monotonic() - self.since)
+        self.since = None
+
+
+def _resilient_worker_class():
+    """procrastinate's Worker, riding out a database outage in the same session (see the module doc). It overrides
+    procrastinate 3.x's side tasks, fetch loop and status persistence (private methods: tests/test_worker.py and
+    the soak benchmark exercise them against a real restart)."""
+    from procrastinate.worker import Worker
+
+    errors = _connection_errors()
+
+    class ResilientWorker(Worker):
+        def __init__(self, *args, reconnect_seconds: float = 60.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.outage = _Outage(reconnect_seconds)
+
+        async def _update_heartbeat(self):
+            delay = self.update_heartbeat_interval
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    assert self.worker_id is not None
+                    await self.app.job_manager.update_heartbeat(self.worker_id)
+                except errors as exc:
+                    self.outage.lost(exc, "sending its heartbeat")
+                    delay = 1.0  # beat again as soon as it is back, before the others take it for dead
+                else:
+                    self.outage.back()
+                    delay = self.update_heartbeat_interval
+
+        async def _riding_out(self, what: str, make):
+            while True:
+                try:
+                    return await make()
+                except errors as exc:
+                    self.outage.lost(exc, what)
+                    await asyncio.sleep(1.0)
+
+        async def _periodic_deferrer(self):
+            return await self._riding_out("deferring periodic jobs", super()._periodic_deferrer)
+
+        def _start_side_tasks(self):
+            tasks = super()._start_side_tasks()
+            for i, task in enumerate(tasks):
+                if task.get_name() == "listener":  # procrastinate's listener gives up when it cannot reconnect
+                    task.cancel()
+                    tasks[i] = asyncio.create_task(self._riding_out(
+                        "listening for new jobs", lambda: self.app.job_manager.listen_for_jobs(
+                            on_notification=self._handle_notification, queues=self.queues)), name="listener")
+            return tasks
+
+        async def _fetch_and_process_jobs(self):
+            try:
+                await super()._fetch_and_process_jobs()
+            except errors as exc:  # the next poll (fetch_job_polling_interval) tries again
+                self.outage.lost(exc, "fetching a job")
+                await asyncio.sleep(1.0)
+
+        async def _persist_job_status(self, *args, **kwargs):
+            while True:
+                try:
+                    return await super()._persist_job_status(*args, **kwargs)
+                except errors as exc:
+                    self.outage.lost(exc, "recording a job's outcome")
+                    await asyncio.sleep(1.0)
+
+    return ResilientWorker
+
+
 async def _open_pool(conninfo: str, timeout: float):
     """The worker's connection pool, opened with a bounded wait (procrastinate's own waits 30 s)."""
     import psycopg_pool
@@ -90,15 +184,15 @@ async def _run_once(app, conninfo: str, resources: Resources, *, concurrency: in
     import contextlib
 
     from procrastinate import signals
-    from procrastinate.worker import Worker
 
     stalled = resources.settings.worker_stalled_seconds
     pool = await _open_pool(conninfo, open_timeout)
     try:
         async with app.open_async(pool):
             await retry_stalled_jobs(app, stalled)
-            worker = Worker(
-                app=app, name=name, concurrency=concurrency, wait=not once, install_signal_handlers=False,
+            worker = _resilient_worker_class()(
+                reconnect_seconds=float(resources.settings.worker_reconnect_seconds), app=app, name=name,
+                concurrency=concurrency, wait=not once, install_signal_handlers=False,
                 additional_context={"kaizen": resources}, stalled_worker_timeout=stalled,
                 update_heartbeat_interval=max(1.0, stalled / 3), fetch_job_polling_interval=5.0,
                 delete_jobs="never",
