@@ -186,10 +186,13 @@ def register_commands(cli: click.Group) -> None:
 
     @bench_group.command(name="soak")
     @click.option("--minutes", type=float, default=10.0, show_default=True, help="how long the soak runs")
-    @click.option("--corpus", default=str(SHARED_DATA / "clapnq" / "corpus.jsonl"), show_default=True,
-                  help="the corpus (../shared/data format, JSONL)")
-    @click.option("--questions", default=str(SHARED_DATA / "clapnq" / "questions.dev.jsonl"), show_default=True,
-                  help="the question file: the client asks them in turn, and they are imported as probes")
+    # The defaults are absolute paths, so they are spelt in the help (the printed width must not depend on where
+    # the checkout is: docs/cli.md is generated from this help).
+    @click.option("--corpus", default=str(SHARED_DATA / "clapnq" / "corpus.jsonl"),
+                  help="the corpus (../shared/data format, JSONL; default: ../shared/data/clapnq/corpus.jsonl)")
+    @click.option("--questions", default=str(SHARED_DATA / "clapnq" / "questions.dev.jsonl"),
+                  help="the question file: the client asks them in turn, and they are imported as probes "
+                       "(default: ../shared/data/clapnq/questions.dev.jsonl)")
     @click.option("--limit", type=int, default=None, help="import only the first N answerable questions as probes")
     @click.option("--home", help=HOME_HELP)
     @click.option("--metrics", default="answer_relevancy", show_default=True,

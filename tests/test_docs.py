@@ -89,3 +89,21 @@ def test_readme_links_resolve():
 def test_docs_links_resolve(page):
     path = REPO / "docs" / page
     assert not _broken_links(path), f"docs/{page} has broken links: {_broken_links(path)}"
+
+
+def test_no_help_text_shows_a_path_of_this_machine():
+    """docs/cli.md is generated from --help: a default shown as an absolute path would make the page (and how
+    click wraps it) depend on where the checkout is, so a clean clone elsewhere would fail the drift test."""
+    import click
+
+    from cli.main import cli
+
+    def commands(group, prefix):
+        for name, command in getattr(group, "commands", {}).items():
+            yield f"{prefix} {name}", command
+            yield from commands(command, f"{prefix} {name}")
+
+    shown = [f"{path} --{p.name}" for path, command in commands(cli, "kaizen") for p in command.params
+             if isinstance(p, click.Option) and p.show_default and isinstance(p.default, str)
+             and Path(p.default).is_absolute()]
+    assert not shown, shown
