@@ -4,24 +4,13 @@ regressing beyond the tolerance. Also one run of the real default model (SmolLM2
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import sqlalchemy as sa
 
 from tests.support.common import SHARED_DATA
-from tests.support.repair import QUESTIONS, TINY, _jsonl, reset_eval
+from tests.support.repair import QUESTIONS, TINY, _jsonl, clapnq_slice, reset_eval
 
 CLAPNQ = SHARED_DATA / "clapnq"
-
-
-def _slice(tmp_path, questions: int, distractors: int):
-    rows = [json.loads(line) for line in (CLAPNQ / "questions.dev.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")][:questions]
-    gold = {g for r in rows for g in r["gold_passage_ids"]}
-    corpus = [json.loads(line) for line in (CLAPNQ / "corpus.jsonl").read_text().splitlines()]
-    picked = [d for d in corpus if d["id"] in gold] + [d for d in corpus if d["id"] not in gold][:distractors]
-    return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
 
 
 @pytest.mark.slow
@@ -30,7 +19,7 @@ def test_reduced_recovery_gets_the_lost_recall_back(clean_store, embedder, tmp_p
     from eval.bench.recovery import run_on_store
 
     reset_eval(clean_store)
-    corpus, questions = _slice(tmp_path, questions=40, distractors=30)
+    corpus, questions = clapnq_slice(tmp_path, questions=40, distractors=30)
     # A small corpus has few look-alike passages, so it is damaged harder than the benchmark's 24 tokens / 20%.
     result = run_on_store(clean_store, embedder, str(corpus), str(questions), None, heldout_share=0.5,
                           fragment_tokens=12, noise_share=0.4,

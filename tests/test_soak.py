@@ -10,19 +10,9 @@ import json
 import pytest
 
 from tests.support.common import SHARED_DATA
+from tests.support.repair import clapnq_slice
 
 CLAPNQ = SHARED_DATA / "clapnq"
-
-
-def _slice(tmp_path, questions: int, distractors: int):
-    rows = [json.loads(line) for line in (CLAPNQ / "questions.dev.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")][:questions]
-    gold = {g for r in rows for g in r["gold_passage_ids"]}
-    corpus = [json.loads(line) for line in (CLAPNQ / "corpus.jsonl").read_text().splitlines()]
-    picked = [d for d in corpus if d["id"] in gold] + [d for d in corpus if d["id"] not in gold][:distractors]
-    for path, items in ((tmp_path / "corpus.jsonl", picked), (tmp_path / "questions.jsonl", rows)):
-        path.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
-    return tmp_path / "corpus.jsonl", tmp_path / "questions.jsonl"
 
 
 @pytest.mark.slow
@@ -30,7 +20,7 @@ def _slice(tmp_path, questions: int, distractors: int):
 def test_reduced_soak_loses_doubles_and_breaks_nothing(kaizen_env, tmp_path):
     from eval.bench.soak import SCHEDULE, run
 
-    corpus, questions = _slice(tmp_path, questions=40, distractors=30)
+    corpus, questions = clapnq_slice(tmp_path, questions=40, distractors=30)
     # A small corpus is damaged harder (as in tests/test_recovery.py) so the drift check sees the drop; the
     # workers judge with the small model (conftest: KAIZEN_CHAT_MODEL=smollm2) on one thread.
     result = run(str(corpus), str(questions), minutes=1.5, home=str(tmp_path / "home"), pause_seconds=2.0,

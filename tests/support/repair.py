@@ -32,6 +32,20 @@ def _jsonl(path, rows):
     return path
 
 
+def clapnq_slice(tmp_path, questions: int, distractors: int):
+    """A small ClapNQ in `tmp_path`: the first `questions` answerable dev questions with gold passages, their gold
+    passages and `distractors` other passages. Returns (corpus path, questions path)."""
+    from tests.support.common import SHARED_DATA
+
+    clapnq = SHARED_DATA / "clapnq"
+    rows = [json.loads(line) for line in (clapnq / "questions.dev.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")][:questions]
+    gold = {g for r in rows for g in r["gold_passage_ids"]}
+    corpus = [json.loads(line) for line in (clapnq / "corpus.jsonl").read_text().splitlines()]
+    picked = [d for d in corpus if d["id"] in gold] + [d for d in corpus if d["id"] not in gold][:distractors]
+    return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
+
+
 def reset_eval(store):
     with store.session() as s:
         s.execute(sa.text("TRUNCATE probes, quality_alerts, interactions RESTART IDENTITY CASCADE"))
