@@ -8,8 +8,11 @@ for a block, on a connection of its own."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = 7234001  # store.database: one process runs the migrations
 FIRST_VERSION = 7234002  # store.kb_versions: two first ingests create one KB version
@@ -44,7 +47,38 @@ def session_lock(connection, key: int, *, wait: bool = True) -> Iterator[bool]:
         yield held
     finally:
         if held:
-            _scalar(connection, "pg_advisory_unlock", key)
+            try:
+                _scalar(connection, "pg_advisory_unlock", key)
+            except Exception:
+                # The server dropped the session (a restart, a cut connection), and its locks went with it:
+                # nothing to release, and the error that stopped the block is the one worth raising.
+                if not connection_lost(connection):
+                    raise
+                log.warning("advisory lock %s: the connection was lost, so the server has already released it", key)
+
+
+class LockLost(RuntimeError):
+    """A session-level lock this process held went with its session (a restart, a cut connection): whatever the
+    lock guarded must not be committed, and the work may simply run again."""
+
+
+def still_held(connection) -> bool:
+    """Whether the session behind this connection is alive, so the session-level locks taken on it still hold."""
+    import sqlalchemy as sa
+
+    try:
+        connection.execute(sa.text("SELECT 1"))
+    except Exception:
+        if connection_lost(connection):
+            return False
+        raise
+    return True
+
+
+def connection_lost(connection) -> bool:
+    """Whether this SQLAlchemy or psycopg connection has seen its session end (invalidated, broken or closed)."""
+    return bool(getattr(connection, "invalidated", False) or getattr(connection, "broken", False)
+                or getattr(connection, "closed", False))
 
 
 def take_shared(connection, key: int) -> None:

@@ -58,6 +58,41 @@ def test_a_crash_half_way_leaves_the_active_version_untouched(tiny_kb, embedder)
 
 
 @pytest.mark.slow
+def test_connections_cut_half_way_leave_a_retryable_error_and_the_next_run_repairs(tiny_kb, embedder):
+    """A database restart under the planner (the soak found it): every session of this database ends mid-build,
+    including the one holding the planner's advisory locks. The planner ends with a failed build or an error the
+    worker retries (never a second error from releasing a lock the server already dropped), the active version
+    is untouched, and the next run repairs."""
+    from eval.bench.degrade import degrade
+    from eval.repair.planner import run_planner
+    from eval.worker.jobs import _transient_errors
+
+    damage = degrade(tiny_kb, embedder, fragment_tokens=8, noise_share=0.5)
+    calls = []
+
+    def cut():
+        calls.append(1)
+        if len(calls) == 2:
+            with tiny_kb.engine.connect() as c:
+                c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                                  "current_database() AND pid <> pg_backend_pid() AND usename = current_user"))
+
+    try:
+        plan = run_planner(tiny_kb, embedder=embedder, check=cut, llm=lambda: pytest.fail("no model"))
+    except Exception as exc:  # noqa: BLE001 - which error it is, is the test
+        assert isinstance(exc, _transient_errors()), f"{type(exc).__name__}: {exc}"
+    else:
+        assert plan.results and plan.results[0].decision == "failed", plan.as_dict()
+    assert len(calls) >= 2 and active_id(tiny_kb) == damage["version"]
+    plan = run_planner(tiny_kb, embedder=embedder, llm=lambda: pytest.fail("no model"))
+    assert [r.decision for r in plan.results][-1:] == ["promoted"], plan.as_dict()
+    with tiny_kb.session() as s:
+        leftovers = s.execute(sa.text("SELECT count(*) FROM chunks c JOIN kb_versions v ON v.id = c.kb_version "
+                                      "WHERE v.status IN ('building', 'candidate', 'rolled_back')")).scalar_one()
+    assert leftovers == 0
+
+
+@pytest.mark.slow
 def test_two_planners_one_runs_the_other_exits_with_a_message(tiny_kb, embedder):
     from eval.repair.planner import run_planner
     from store import locks

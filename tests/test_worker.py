@@ -99,6 +99,28 @@ def test_enqueued_interactions_are_evaluated_once(kb, embedder):
     assert [s for _, t, s, _ in job_states(kb) if t == "evaluate_interaction"] == ["succeeded"] * 3
 
 
+def test_answers_whose_grading_was_never_queued_are_queued_once(kb, embedder):
+    """The soak found it: an answer recorded just before the database went away has no grading job (the REPL's
+    enqueue is best-effort). The worker's minutely sweep queues it; answers queued, graded, too recent to be sure
+    of, or whose job failed are left alone."""
+    from eval.worker.jobs import enqueue_interaction, queue_ungraded
+
+    orphan, queued, graded, recent, failed = add_interactions(kb, 5)
+    with kb.session() as s:
+        s.execute(sa.text("UPDATE interactions SET created_at = now() - interval '5 minutes' WHERE id <> :r"),
+                  {"r": recent})
+    assert enqueue_interaction(kb, queued) and enqueue_interaction(kb, graded) and enqueue_interaction(kb, failed)
+    with kb.session() as s:
+        s.execute(sa.text("UPDATE procrastinate_jobs SET status = 'failed' "
+                          "WHERE args->>'interaction_id' = :i"), {"i": str(failed)})
+    assert queue_ungraded(kb) == [orphan]
+    assert queue_ungraded(kb) == []  # queued now: not twice
+    work_once(kb, embedder)  # (its own minutely sweep finds nothing more to queue)
+    assert scores_by_interaction(kb) == {orphan: 1, queued: 1, graded: 1}
+    assert queue_ungraded(kb) == []
+    assert [t for _, t, _, _ in job_states(kb)].count("evaluate_interaction") == 4
+
+
 @pytest.mark.slow
 def test_enqueue_never_blocks_or_raises_when_the_queue_is_unreachable(kb):
     from eval.worker.jobs import enqueue_interaction
@@ -170,6 +192,32 @@ def test_a_killed_worker_s_job_is_retried_not_lost_or_doubled(kb, embedder, tmp_
                                    "ORDER BY id"),
                            {"j": job}).scalars().all()
     assert events == ["deferred", "started", "deferred_for_retry", "started", "succeeded"]
+
+
+@pytest.mark.slow
+def test_a_dead_worker_s_probe_run_gives_way_to_its_queued_twin(kb, embedder):
+    """The soak found it: a worker killed during a probe run leaves the job `doing` with the run lock, while the
+    periodic schedule queues the next probe run under the same queueing lock. Queuing the stalled one again would
+    break that lock, so it ends `aborted`, frees the run lock, and the twin runs; other stalled jobs still go back."""
+    from eval.worker.jobs import defer, enqueue_interaction
+
+    stalled_probe = defer(kb, "probe_run")
+    (interaction,) = add_interactions(kb, 1)
+    stalled_eval = enqueue_interaction(kb, interaction)
+    with kb.session() as s:  # both taken by a worker that is gone (no heartbeat row): procrastinate's "stalled"
+        s.execute(sa.text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = NULL WHERE id IN (:a, :b)"),
+                  {"a": stalled_probe, "b": stalled_eval})
+    twin = defer(kb, "probe_run")
+    assert twin != stalled_probe
+    work_once(kb, embedder, stalled=3)  # a new worker handles stalled jobs on start, then empties the queue
+    states = {job: (status, attempts) for job, _, status, attempts in job_states(kb)}
+    assert states[stalled_probe] == ("aborted", 1)
+    assert states[twin] == ("succeeded", 1)
+    assert states[stalled_eval] == ("succeeded", 2)  # the dead attempt and the retry
+    assert scores_by_interaction(kb) == {interaction: 1}
+    with kb.session() as s:
+        runs = s.execute(sa.text("SELECT summary->>'job_id' FROM eval_runs WHERE status = 'done'")).scalars().all()
+    assert runs == [str(twin)]
 
 
 @pytest.mark.slow

@@ -21,9 +21,11 @@ Then the checks, each a count (the targets are all zero):
   ungraded, but their job is still queued: legitimately waiting). The client's side: every answer it saw end
   without an error is recorded (`acknowledged_not_recorded`), and no question is recorded more often than sent.
 - jobs (procrastinate_jobs and its events): `lost` = failed, aborted, or still `doing` once every worker has
-  stopped (held by nobody); `queued` = `todo` (waiting, or a retry waiting its turn: legitimate, the next worker
-  runs it). `run_twice` = a job with more than one end event (succeeded/failed/aborted), or started more often
-  than it was handed back plus ended (two runs at once), or a probe-run job with two finished runs.
+  stopped (held by nobody); `superseded` = a dead worker's job that ended `aborted` because a later job of the
+  same task holds its queueing lock and did (or will do) the same work, so not lost; `queued` = `todo`
+  (waiting, or a retry waiting its turn: legitimate, the next worker runs it). `run_twice` = a job with more
+  than one end event (succeeded/failed/aborted), or started more often than it was handed back plus ended (two
+  runs at once), or a probe-run job with two finished runs.
 - KB versions: exactly one active version; every active document has chunks in it; no rolled-back version keeps
   chunks; no `building`/`candidate` version is left; and no hit of store.search (over `search_checks` of the
   questions) is a chunk of any other version than the active one.
@@ -153,10 +155,16 @@ def _stop(proc: subprocess.Popen, timeout: float, second_timeout: float = 30.0) 
 
 
 def _queue_busy(store) -> int:
+    """Jobs running or waiting, plus answers whose grading was never queued (the workers' minutely
+    `queue_ungraded` will queue them): the queue has drained when both are zero."""
     with store.session() as s:
         return s.execute(sa.text(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
-            "OR (status = 'todo' AND task_name <> 'retry_stalled_jobs')")).scalar_one()
+            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
+            "        OR (status = 'todo' AND task_name NOT IN ('retry_stalled_jobs', 'queue_ungraded')))"
+            "     + (SELECT count(*) FROM interactions i WHERE NOT EXISTS (SELECT 1 FROM eval_scores e "
+            "        WHERE e.interaction_id = i.id AND e.run_id IS NULL) AND NOT EXISTS (SELECT 1 FROM "
+            "        procrastinate_jobs j WHERE j.task_name = 'evaluate_interaction' "
+            "        AND j.args->>'interaction_id' = i.id::text))")).scalar_one()
 
 
 # -- the checks ------------------------------------------------------------------------------------------------------
@@ -214,7 +222,10 @@ def check_jobs(store, workers_running: bool = False) -> dict:
     with store.session() as s:
         rows = s.execute(sa.text(
             """
-            SELECT j.id, j.task_name, j.status::text AS status, j.attempts,
+            SELECT j.id, j.task_name, j.status::text AS status, j.attempts, j.queueing_lock,
+                   EXISTS (SELECT 1 FROM procrastinate_jobs later WHERE later.id > j.id
+                           AND later.task_name = j.task_name AND later.queueing_lock = j.queueing_lock
+                           AND later.status IN ('todo', 'doing', 'succeeded')) AS taken_over,
                    count(e.id) FILTER (WHERE e.type = 'started') AS starts,
                    count(e.id) FILTER (WHERE e.type = 'deferred_for_retry') AS retries,
                    count(e.id) FILTER (WHERE e.type IN ('succeeded', 'failed', 'aborted')) AS ends
@@ -229,7 +240,8 @@ def check_jobs(store, workers_running: bool = False) -> dict:
         by_status[r.status] = by_status.get(r.status, 0) + 1
         task = by_task.setdefault(r.task_name, {})
         task[r.status] = task.get(r.status, 0) + 1
-    lost = [r for r in rows if r.status in ("failed", "aborted", "cancelled")
+    superseded = [r for r in rows if r.status == "aborted" and r.queueing_lock and r.taken_over]
+    lost = [r for r in rows if (r.status in ("failed", "aborted", "cancelled") and r not in superseded)
             or (r.status == "doing" and not workers_running)]
     twice = [r for r in rows if r.ends > 1 or (r.status != "doing" and r.starts > r.retries + r.ends)
              or (r.status == "doing" and r.starts > r.retries + 1) or probe_runs.get(r.id, 0) > 1]
@@ -240,6 +252,7 @@ def check_jobs(store, workers_running: bool = False) -> dict:
         "succeeded": by_status.get("succeeded", 0),
         "queued": by_status.get("todo", 0),
         "lost": len(lost),
+        "superseded": len(superseded),
         "lost_jobs": [{"id": r.id, "task": r.task_name, "status": r.status} for r in lost][:20],
         "run_twice": len(twice),
         "run_twice_jobs": [{"id": r.id, "task": r.task_name, "starts": r.starts, "retries": r.retries,

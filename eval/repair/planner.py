@@ -90,6 +90,7 @@ def _record(session, action: Action, result: ActionResult, actor: str) -> int:
 def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutScorer, actor: str,
            reindex_lock_conn) -> ActionResult:
     started = time.perf_counter()
+    lock_lost = False
     with locks.session_lock(reindex_lock_conn, locks.REINDEX):
         with store.session() as s:
             base = require_active(s)
@@ -116,6 +117,11 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
             verdict = decide(result.metrics_before, result.metrics_after, action.guard,
                              ctx.settings.repair_tolerance, ctx.settings.repair_min_gain)
             result.reason = verdict.reason
+            lock_lost = verdict.promote and not locks.still_held(reindex_lock_conn)
+            if lock_lost:
+                verdict.promote = False
+                result.reason = ("the planner's database session ended while the candidate was built (a restart "
+                                 "or a cut connection) and its locks with it: not promoted; the job runs again")
             with store.session() as s:
                 if verdict.promote and _last_change(s, base.id) != base_change:
                     verdict.promote = False
@@ -139,6 +145,8 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
                               target=f"chunk:{rejected['chunk_id']}", after=rejected, decision="rejected", actor=actor)
             ctx.rejected_outputs.clear()
             result.change_id = _record(s, action, result, actor)
+        if result.decision == "rolled_back" and lock_lost:
+            raise locks.LockLost(result.reason)
         return result
 
 

@@ -9,6 +9,8 @@ Jobs (task names are what `procrastinate_jobs.task_name` shows):
   is installed; otherwise the alert stays open.
 - `retry_stalled_jobs(timestamp)`: every minute, jobs held by a worker whose heartbeat stopped (killed, machine
   gone) go back to the queue (procrastinate's heartbeat-based stalled-job detection).
+- `queue_ungraded(timestamp)`: every minute, recorded answers whose grading was never queued (the database was
+  away when they were recorded) are queued.
 
 Several workers, on any machines sharing the database, split the queue without duplicates: procrastinate fetches
 with `FOR UPDATE SKIP LOCKED`, periodic jobs are deduplicated by a unique defer row, and `lock`s keep two probe
@@ -91,7 +93,9 @@ def _transient_errors() -> tuple[type[Exception], ...]:
     import psycopg
     import sqlalchemy as sa
 
-    return (sa.exc.OperationalError, psycopg.OperationalError)
+    from store.locks import LockLost
+
+    return (sa.exc.OperationalError, psycopg.OperationalError, LockLost)
 
 
 # -- the job bodies (plain functions, so tests and `kaizen eval run` call them without a queue) ----------------------
@@ -141,13 +145,60 @@ def plan_repair_job(resources: Resources, alert_id: int) -> dict:
 
 
 async def retry_stalled_jobs(app, stalled_seconds: float) -> list[int]:
-    """Put the jobs of workers that stopped sending heartbeats back in the queue (procrastinate's recipe)."""
+    """Put the jobs of workers that stopped sending heartbeats back in the queue (procrastinate's recipe).
+
+    A stalled job whose queueing lock a queued twin now holds (a periodic probe run deferred while the dead
+    worker held the old one) cannot go back: the twin will do the same work, so the stalled job ends `aborted`,
+    which frees its run lock for the twin. One job that cannot be handled does not keep the others stalled."""
+    from procrastinate import exceptions, jobs
+
     retried = []
     for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_seconds):
-        await app.job_manager.retry_job(job)
+        try:
+            await app.job_manager.retry_job(job)
+        except exceptions.UniqueViolation:
+            if not job.queueing_lock:
+                raise
+            await app.job_manager.finish_job(job, status=jobs.Status.ABORTED, delete_job=False)
+            log.warning("job %s (%s) was held by a worker that stopped; a queued job with its queueing lock %r "
+                        "supersedes it", job.id, job.task_name, job.queueing_lock)
+            continue
+        except exceptions.ConnectorException as exc:
+            log.warning("job %s (%s) is stalled and could not be queued again: %s", job.id, job.task_name, exc)
+            continue
         retried.append(job.id)
         log.warning("job %s (%s) was held by a worker that stopped; queued again", job.id, job.task_name)
     return retried
+
+
+UNGRADED_GRACE_SECONDS = 30  # the REPL queues its answer's grading within milliseconds of recording it
+UNGRADED_WINDOW_HOURS = 24
+UNGRADED_BATCH = 200
+
+
+def queue_ungraded(store) -> list[int]:
+    """Queue the grading of recorded answers that have no grade and never had a job: the REPL's enqueue is
+    best-effort (an answer is never held up by the queue), so an answer recorded just before the database went
+    away has none. Only answers of the last day, at least `UNGRADED_GRACE_SECONDS` old; a job that failed is
+    not queued again (it stays visible as failed)."""
+    import sqlalchemy as sa
+
+    with store.session() as s:
+        ids = s.execute(sa.text(
+            """
+            SELECT i.id FROM interactions i
+            WHERE i.created_at < now() - make_interval(secs => :grace)
+              AND i.created_at > now() - make_interval(hours => :window)
+              AND NOT EXISTS (SELECT 1 FROM eval_scores e WHERE e.interaction_id = i.id AND e.run_id IS NULL)
+              AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = 'evaluate_interaction'
+                              AND j.args->>'interaction_id' = i.id::text)
+            ORDER BY i.id LIMIT :batch"""),
+            {"grace": UNGRADED_GRACE_SECONDS, "window": UNGRADED_WINDOW_HOURS, "batch": UNGRADED_BATCH}).scalars().all()
+    queued = [i for i in ids if enqueue_interaction(store, i)]
+    if queued:
+        log.warning("queued the grading of %d recorded answer(s) that had none (their queueing had failed): %s",
+                    len(queued), queued[:10])
+    return queued
 
 
 # -- the procrastinate app -------------------------------------------------------------------------------------------
@@ -180,6 +231,11 @@ def build_app(conninfo: str, settings: EvalSettings | None = None, *, applicatio
     @app.task(name="retry_stalled_jobs", queue=EVAL_QUEUE, queueing_lock="retry_stalled_jobs")
     async def retry_stalled(timestamp: int) -> list[int]:
         return await retry_stalled_jobs(app, settings.worker_stalled_seconds)
+
+    @app.periodic(cron="* * * * *")
+    @app.task(name="queue_ungraded", queue=EVAL_QUEUE, pass_context=True, queueing_lock="queue_ungraded")
+    def queue_ungraded_task(context, timestamp: int) -> list[int]:
+        return queue_ungraded(_resources(context).store)
 
     cron = probe_cron(settings.probe_every_minutes)
     if cron:
