@@ -25,6 +25,7 @@ from .nodes_checks import (
     grounding,
 )
 from .passages import build_passages as passages_for
+from .passages import choose as choose_passages
 from .state import AgentState, Context, Grade, Hit, grade_reading
 
 COPY_LEXICAL = 0.8  # answers whose words are this much from the passages skip the model's self-check
@@ -194,9 +195,10 @@ def _llm_context_grade(state: AgentState, ctx: Context, grades: list[Grade]) -> 
     P(yes) / (P(yes) + P(no)), the context "answering" when that reaches the threshold (a model that leans "yes"
     on every topical context can still rank the ones that answer higher, which its greedy reply cannot show);
     or the reply is a constrained "yes"/"no" (three tokens)."""
-    passages, _, _, _ = build_passages(state, ctx, strict=False)
+    selection = choose_passages(state.get("hits") or [], state["prompt_question"], ctx)
+    passages, _, _, _ = passages_for(state.get("hits") or [], state["prompt_question"], ctx, False, selection)
     if not passages:
-        return {}
+        return {"selection": selection}
     kept = [prompts.Passage(p["number"], p["chunk_id"], p["title"], p["text"], p["trimmed"]) for p in passages]
     messages = prompts.grade_messages(state["prompt_question"], kept)
     reading, threshold, source = grade_reading(ctx.settings, getattr(ctx.llm, "name", ""))
@@ -216,7 +218,8 @@ def _llm_context_grade(state: AgentState, ctx: Context, grades: list[Grade]) -> 
         usage, error = result.usage, None if result.ok else result.error
     verdict = {True: "answers", False: "does not answer", None: "unparsed"}[answers]
     grade = Grade("llm_context_grade", verdict, score=score, detail=detail, parse_error=error)
-    return {"context_answers": answers, "usage": add_usage(state.get("usage"), usage), "grades": [*grades, grade]}
+    return {"context_answers": answers, "usage": add_usage(state.get("usage"), usage), "grades": [*grades, grade],
+            "selection": selection}
 
 
 def route_after_grading(state: AgentState) -> str:
@@ -273,8 +276,9 @@ def abstain(state: AgentState, runtime: Runtime[Context]) -> dict:
 # -- generate and check --------------------------------------------------------------------------------------------
 def build_passages(state: AgentState, ctx: Context, strict: bool) -> tuple[list[dict], int, list[dict], int]:
     """The passages the model reads for this state's hits (agent.passages): (passages, how many were cut or dropped
-    to fit the window, the answer messages, injections redacted)."""
-    return passages_for(state.get("hits") or [], state["prompt_question"], ctx, strict)
+    to fit the window, the answer messages, injections redacted), from the selection the grade read when it
+    was made for these hits."""
+    return passages_for(state.get("hits") or [], state["prompt_question"], ctx, strict, state.get("selection"))
 
 
 def answer_messages_for(state: AgentState, strict: bool) -> list[dict]:

@@ -125,33 +125,56 @@ def best_sentences(store, embedder, question: str, hits, budget: int, count, tru
     return select_sentences(chunks, budget, count, truncate)
 
 
-def build_passages(hits, question: str, ctx, strict: bool) -> tuple[list[dict], int, list[dict], int]:
-    """Number the relevant hits [1]..[n], give the model their best sentences (or whole chunks), redact injected
-    instructions, and fit it all into the context window.
-    Returns (passages, how many chunks were cut or dropped, the answer messages, injections redacted)."""
-    llm = ctx.llm
+def choose(hits, question: str, ctx) -> dict:
+    """What the model will read of the relevant `hits` for `question`: their best sentences (or whole chunks),
+    numbered [1]..[n] without gaps, injected instructions redacted. A plain dict (it is kept in the graph's
+    state, so the grade and the answer, and a stricter retry, read one selection made once):
+    {"chunk_ids": the relevant hits', "question", "passages": [{number, chunk_id, title, text, trimmed}],
+    "redacted": how many instruction-like sentences were taken out}."""
     relevant = [h for h in hits if h.relevant]
     budget = ctx.settings.context_tokens
+    llm = ctx.llm
     if budget and relevant:
         chosen = best_sentences(ctx.store, ctx.embedder, question, relevant, budget, llm.count_tokens, llm.truncate)
     else:
         chosen = [prompts.Passage(n, h.chunk_id, h.title or "", h.text) for n, h in enumerate(relevant, start=1)]
     redacted = 0
-    candidates = []
+    passages = []
     for number, p in enumerate(chosen, start=1):  # renumbered: the model sees [1]..[n] without gaps
         text, n = redact_injections(p.text)
         redacted += n
-        candidates.append(prompts.Passage(number, p.chunk_id, p.title, text, p.trimmed))
+        passages.append({"number": number, "chunk_id": p.chunk_id, "title": p.title, "text": text,
+                         "trimmed": p.trimmed})
+    return {"chunk_ids": [h.chunk_id for h in relevant], "question": question, "passages": passages,
+            "redacted": redacted}
+
+
+def matches(selection: dict | None, hits, question: str) -> bool:
+    """Whether `selection` was made for these hits' relevant chunks and this question."""
+    return bool(selection) and selection.get("question") == question and \
+        selection.get("chunk_ids") == [h.chunk_id for h in hits if h.relevant]
+
+
+def build_passages(hits, question: str, ctx, strict: bool,
+                   selection: dict | None = None) -> tuple[list[dict], int, list[dict], int]:
+    """The answer prompt for the relevant hits: their selection (`choose`, made now unless `selection` is the one
+    for these hits and question), fitted into the context window left by the (strict or plain) answer prompt.
+    Returns (passages, how many chunks were cut or dropped, the answer messages, injections redacted)."""
+    llm = ctx.llm
+    if not matches(selection, hits, question):
+        selection = choose(hits, question, ctx)
+    candidates = [prompts.Passage(p["number"], p["chunk_id"], p["title"], p["text"], p["trimmed"])
+                  for p in selection["passages"]]
     skeleton = prompts.answer_messages(question, [], strict=strict)
     window = llm.n_ctx - llm.settings.max_tokens - llm.count_prompt(skeleton) - CHECK_RESERVE
     kept, _ = prompts.fit_passages(candidates, max(0, window), llm.count_tokens, llm.truncate)
     texts = {p.chunk_id: p.text for p in candidates}
     cut = len(candidates) - sum(1 for p in kept if p.text == texts[p.chunk_id])  # by the window, not the budget
-    by_chunk = {h.chunk_id: h for h in relevant}
+    by_chunk = {h.chunk_id: h for h in hits if h.relevant}
     passages = [
         {"number": p.number, "chunk_id": p.chunk_id, "document_id": by_chunk[p.chunk_id].document_id,
          "source_uri": by_chunk[p.chunk_id].source_uri, "title": p.title, "text": p.text, "trimmed": p.trimmed}
         for p in kept
     ]
     messages = prompts.answer_messages(question, kept, strict=strict)
-    return passages, cut, messages, redacted
+    return passages, cut, messages, selection["redacted"]

@@ -92,6 +92,8 @@ class AgentState(TypedDict, total=False):
     max_rewrites: int
     regenerations: int
     max_regenerations: int
+    # what the model reads of the relevant hits (agent.passages.choose), made once for the grade and the answer
+    selection: dict | None
     passages: list[PassageDict]  # what the answer prompt's context holds, numbered [1]..[n]
     trimmed: int
     answer: str
@@ -176,6 +178,7 @@ def turn_input(question: str, settings: AgentSettings) -> AgentState:
         max_rewrites=settings.max_rewrites,
         regenerations=0,
         max_regenerations=settings.max_regenerations,
+        selection=None,
         passages=[],
         trimmed=0,
         answer="",

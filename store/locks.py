@@ -12,6 +12,8 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
+from .errors import KaizenError
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = 7234001  # store.database: one process runs the migrations
@@ -57,7 +59,7 @@ def session_lock(connection, key: int, *, wait: bool = True) -> Iterator[bool]:
                 log.warning("advisory lock %s: the connection was lost, so the server has already released it", key)
 
 
-class LockLost(RuntimeError):
+class LockLost(KaizenError):
     """A session-level lock this process held went with its session (a restart, a cut connection): whatever the
     lock guarded must not be committed, and the work may simply run again."""
 

@@ -159,6 +159,38 @@ def test_regeneration_loop_is_capped(kb, embedder):
     assert row.regenerations == 2 and row.warning == result.warning
 
 
+class CountingEmbedder:
+    """The real embedder, counting the questions it embeds."""
+
+    def __init__(self, embedder):
+        self.inner, self.queries = embedder, []
+
+    def embed_queries(self, texts):
+        self.queries.extend(texts)
+        return self.inner.embed_queries(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_the_grade_the_answer_and_its_retry_read_one_selection_made_once(kb, embedder):
+    """The best sentences are chosen once per retrieval: the grade, the answer and the stricter retry read the
+    same passages, and the question is embedded once to search and once to pick sentences, not once a call."""
+    from agent.graph import Agent
+    from agent.settings import AgentSettings
+
+    counting = CountingEmbedder(embedder)
+    fake = FakeLLM("Miso is a cat [1].", json_reply={"grade": 0.9, "check": '"no"'})
+    settings = AgentSettings(max_regenerations=1, grade_min_yes=0.5, context_tokens=64)
+    a = Agent(kb, llm=fake, embedder=counting, persist=False, settings=settings)
+    question = "What is the name of Kaizen's mascot?"
+    result = a.ask(question)
+    assert fake.generations == 2 and result.regenerations == 1  # the answer and its stricter retry
+    contexts = [m[-1]["content"].split("</context>")[0] for m in fake.prompts if "<context>" in m[-1]["content"]]
+    assert len(contexts) == 3 and len(set(contexts)) == 1, contexts  # grade, answer, retry: one context
+    assert counting.queries.count(question) == 2, counting.queries
+
+
 def test_context_the_model_says_does_not_answer_leads_to_reading_on_then_abstention(kb, embedder):
     from agent.graph import Agent
     from agent.settings import AgentSettings

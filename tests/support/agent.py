@@ -73,6 +73,7 @@ class FakeLLM:
         self.lock = threading.RLock()
         self.generations = 0
         self.json_calls = 0
+        self.prompts: list[list[dict]] = []  # the messages of every call, in order
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -84,10 +85,12 @@ class FakeLLM:
         return " ".join(text.split()[:max_tokens])
 
     def stream_chat(self, messages, *, max_tokens=None, cancel=None, kind="generate", stop=None):
+        self.prompts.append(messages)
         self.generations += 1
         return FakeStream(self.answer, kind)
 
     def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
+        self.prompts.append(messages)
         self.json_calls += 1
         usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, completion_tokens=5, finish_reason="stop")
         return parse_json_reply(self._reply(kind), validate, usage)
@@ -95,6 +98,7 @@ class FakeLLM:
     def yes_probability(self, messages, *, kind="yes_no"):
         from agent.prompts import validate_check
 
+        self.prompts.append(messages)
         self.json_calls += 1
         usage = Usage(kind=kind, prompt_tokens=50, prompt_processed=10, finish_reason="scored")
         reply = self._reply(kind)
