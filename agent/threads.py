@@ -66,3 +66,18 @@ def thread_exists(store, thread_id: str) -> bool:
     with store.session() as s:
         return s.execute(sa.text("SELECT 1 FROM interactions WHERE thread_id = :t LIMIT 1"),
                          {"t": thread_id}).first() is not None
+
+
+def thread_of_reply(store, question: str, reply: str) -> str | None:
+    """The thread in which Kaizen answered `question` with the answer `reply` holds (a client's copy of the answer,
+    which may carry more around it, such as a sources footer); the latest such turn when there are several, None
+    when there is none. `kaizen serve` finds the thread of a conversation that a client sends whole with each
+    question this way."""
+    if not question or not reply:
+        return None
+    with store.session() as s:
+        return s.execute(
+            sa.text("SELECT thread_id FROM interactions WHERE question = :q AND btrim(answer) <> '' "
+                    "AND strpos(:reply, btrim(answer)) > 0 ORDER BY id DESC LIMIT 1"),
+            {"q": question.replace("\x00", " "), "reply": reply.replace("\x00", " ")},
+        ).scalar()

@@ -9,8 +9,9 @@ import click
 from .output import json_option, print_json
 
 
-def _queue_evaluation(store, interaction_id: int) -> None:
-    """Queue the answer's evaluation for the background worker; never waits for it, never fails the answer."""
+def queue_evaluation(store, interaction_id: int) -> None:
+    """Queue the answer's evaluation for the background worker; never waits for it, never fails the answer. Every
+    answering command's Agent calls it (`Agent(on_recorded=queue_evaluation)`): chat, ask and serve."""
     from eval.worker.jobs import enqueue_interaction
 
     enqueue_interaction(store, interaction_id)
@@ -26,7 +27,7 @@ def register_commands(cli: click.Group) -> None:
         from agent.graph import Agent
         from agent.repl import Repl
 
-        agent = Agent(on_recorded=_queue_evaluation)
+        agent = Agent(on_recorded=queue_evaluation)
         try:
             return Repl(agent, thread_id=thread).run()
         finally:
@@ -44,7 +45,7 @@ def register_commands(cli: click.Group) -> None:
         from agent.graph import Agent, clean_question
 
         clean_question(question)  # an empty question fails before anything loads
-        agent = Agent(on_recorded=_queue_evaluation)
+        agent = Agent(on_recorded=queue_evaluation)
         try:
             if as_json:
                 print_json(agent.ask(question, thread).as_json())

@@ -1,7 +1,7 @@
 """`python -m cli.docs --write | --check [PAGE ...]`: the parts of docs/ that are generated from the code.
 
 - docs/cli.md            every command's `--help`, walked from the click root group `cli.main:cli`
-- docs/configuration.md  every setting, from the pydantic-settings classes of store/, agent/ and eval/
+- docs/configuration.md  every setting, from the pydantic-settings classes of store/, agent/, eval/ and cli/
 - docs/schema.md         every table and view, read from a freshly migrated database
 - docs/how-it-works.md   only the agent's graph, between the `graph:start` / `graph:end` markers
 
@@ -40,6 +40,7 @@ SETTINGS_CLASSES = (
     ("Store: database, ingestion, search", "store.settings", "StoreSettings"),
     ("Agent: model, answering", "agent.settings", "AgentSettings"),
     ("Evaluation: judge, worker, drift, repair", "eval.settings", "EvalSettings"),
+    ("Server: `kaizen serve`", "cli.settings", "ServeSettings"),
 )
 
 

@@ -27,11 +27,13 @@ from cli import (  # noqa: E402  (after the environment defaults above)
     eval_commands,
     judge_commands,
     repair_commands,
+    serve_commands,
     store_commands,
 )
 
 # The modules that add commands, in the order they register them.
-COMMAND_MODULES = (store_commands, agent_commands, eval_commands, judge_commands, repair_commands, bench_commands)
+COMMAND_MODULES = (store_commands, agent_commands, serve_commands, eval_commands, judge_commands, repair_commands,
+                   bench_commands)
 
 
 def _first_paragraph(text: str | None) -> str:

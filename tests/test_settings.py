@@ -1,4 +1,4 @@
-"""The settings are declared once: every KAIZEN_ name the code uses is a field of one of the three settings
+"""The settings are declared once: every KAIZEN_ name the code uses is a field of one of the settings
 classes, nothing outside them reads a KAIZEN_ variable from the environment, every field says what it is for,
 and a bad value stops with one line naming the variable. No database, no model: this is the fast tier."""
 
@@ -10,13 +10,14 @@ import re
 import pytest
 
 from agent.settings import AgentSettings
+from cli.settings import ServeSettings
 from eval.settings import EvalSettings
 from store.errors import KaizenError
 from store.settings import ConfigError, StoreSettings, env_name
 from tests.support.common import REPO
 
-CLASSES = (StoreSettings, AgentSettings, EvalSettings)
-SETTINGS_MODULES = {"store/settings.py", "agent/settings.py", "eval/settings.py"}
+CLASSES = (StoreSettings, AgentSettings, EvalSettings, ServeSettings)
+SETTINGS_MODULES = {"store/settings.py", "agent/settings.py", "eval/settings.py", "cli/settings.py"}
 SCANNED = ("agent", "store", "eval", "cli")
 # KAIZEN_ names that are not settings of the classes (docs/configuration.md lists them under "Outside the settings
 # classes"): the Makefile's switch for `make chat`, and the test suite's own knobs (KAIZEN_TEST_*, read by tests/).
@@ -25,7 +26,7 @@ NAME = re.compile(r"\bKAIZEN_[A-Z0-9_]*[A-Z0-9](?:_\*)?")  # KAIZEN_LLM_* names 
 
 
 def declared() -> dict[str, tuple[type, str]]:
-    """{environment variable: (class, field name)} over the three classes."""
+    """{environment variable: (class, field name)} over the settings classes."""
     out: dict[str, tuple[type, str]] = {}
     for cls in CLASSES:
         for name in cls.model_fields:

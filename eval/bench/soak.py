@@ -72,6 +72,20 @@ class Worker:
         text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
         return [int(m) for m in _STARTING.findall(text)], {int(j): o.strip() for j, o in _ENDED.findall(text)}
 
+    def why(self, job_id: int, lines: int = 30) -> str | None:
+        """What its log says about how this job ended badly: the end line and the traceback after it, plus the
+        warnings and errors logged while it ran (None when this worker never ended it)."""
+        if not self.log.exists():
+            return None
+        text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        start = next((i for i, line in enumerate(text) if re.search(rf"Starting job \S+?\[{job_id}\]", line)), None)
+        end = next((i for i, line in enumerate(text) if re.search(rf"Job \S+?\[{job_id}\].* ended with status", line)),
+                   None)
+        if end is None:
+            return None
+        during = [line for line in text[(start or end):end] if " WARNING " in line or " ERROR " in line][-10:]
+        return "\n".join([*during, *text[end:end + lines]])
+
     def holding(self) -> int | None:
         started, ended = self.jobs()
         running = [j for j in started if j not in ended]
@@ -507,6 +521,8 @@ def run(corpus: str, questions: str, minutes: float = 10.0, home: str | None = N
         interactions = check_interactions(store, metric_names, asked)
         interactions.pop("_created")
         jobs = check_jobs(store)
+        for lost in jobs["lost_jobs"]:  # the workers' own words about each lost job
+            lost["log"] = next((why for w in workers.values() if (why := w.why(lost["id"]))), None)
         kb = check_kb(store, embedder, asked_pool[:search_checks])
         repair = check_repair(store, degraded_version)
         with store.session() as s:

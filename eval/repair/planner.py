@@ -108,6 +108,9 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
         except Exception as exc:  # a crash half-way: the candidate goes, the active version was never touched
             log.exception("repair %s failed while building", action.kind)
             result.decision, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+            # The database went away under the build (a restart): the locks went with the session, so this
+            # planner must not go on to the next action; the job runs again once the database is back.
+            lock_lost = not locks.still_held(reindex_lock_conn)
         if result.decision in ("skipped", "failed"):
             builder.discard(actor, result.reason)
             action.on_discard(store)
@@ -145,8 +148,9 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
                               target=f"chunk:{rejected['chunk_id']}", after=rejected, decision="rejected", actor=actor)
             ctx.rejected_outputs.clear()
             result.change_id = _record(s, action, result, actor)
-        if result.decision == "rolled_back" and lock_lost:
-            raise locks.LockLost(result.reason)
+        if lock_lost:
+            raise locks.LockLost(f"repair {action.kind}: the planner's database session ended (a restart or a cut "
+                                 f"connection): {result.reason}")
         return result
 
 
