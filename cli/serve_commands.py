@@ -34,10 +34,16 @@ def register_commands(cli: click.Group) -> None:
         `kaizen worker`, as in the REPL. docs/serve.md has the details."""
         import uvicorn
 
+        from agent.llm import LLMSettings
+        from agent.settings import AgentSettings
+        from store.settings import StoreSettings
+
         from .server import SHUTDOWN_GRACE, create_app
         from .settings import ServeSettings
 
         settings = ServeSettings()
+        StoreSettings()  # a bad setting or a missing model file stops the command now, not at the first question
+        LLMSettings.from_settings(AgentSettings())
         if not settings.api_key and not _loopback(host):
             print(f"kaizen serve: warning: listening on {host} without KAIZEN_API_KEY: anyone who reaches this "
                   "port can ask questions and read the knowledge base", file=sys.stderr)

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -290,7 +291,8 @@ def footer(result) -> str:
         lines.append(f"⚠ {result.warning}")
     if result.citations and not result.abstained:
         lines.append("Sources:\n" + "\n".join(
-            f"- [{c['number']}] {c.get('title') or '(untitled)'} · {c['source_uri']}" for c in result.citations))
+            f"- [{c['number']}] {c.get('title') or '(untitled)'} · {c['source_uri']}"
+            + (" (matched)" if c.get("inferred") else "") for c in result.citations))
     return "".join(f"\n\n{line}" for line in lines)
 
 
@@ -442,7 +444,7 @@ class Backend:
             if hasattr(agent, "warm_up"):
                 agent.warm_up()
         except Exception as exc:  # each question tries again
-            log.warning("kaizen serve: not ready to answer yet: %s", failure(exc).message)
+            log.warning("not ready to answer yet: %s", failure(exc).message)
 
     def describe(self) -> dict:
         agent = self._agent
@@ -674,9 +676,11 @@ def create_app(agent_factory: Callable[[Any], Any] | None = None, settings: Serv
                             headers={THREAD_HEADER: thread_id})
         finally:
             watcher.cancel()  # from here on the streaming response watches the connection itself
+        # The background task stops the answer however the response ended, even when the client left before
+        # the stream's first piece (the generator's own clean-up never runs then).
         return StreamingResponse(stream_answer(chat, future, events, cancel), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                          THREAD_HEADER: thread_id})
+                                          THREAD_HEADER: thread_id}, background=BackgroundTask(cancel.set))
 
     # -- Kaizen's own routes ------------------------------------------------------------------------------------
     @app.post("/v1/kaizen/search")

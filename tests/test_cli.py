@@ -29,8 +29,8 @@ COMMANDS = list(walk(cli))
 def test_every_command_is_there():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names >= {
-        "ingest", "reindex", "search", "sql", "status", "schema", "chat", "ask", "graph", "models", "models list",
-        "models install", "eval", "eval import", "eval probes", "eval run", "eval answer", "eval report",
+        "ingest", "reindex", "search", "sql", "status", "schema", "chat", "ask", "serve", "graph", "models",
+        "models list", "models install", "eval", "eval import", "eval probes", "eval run", "eval answer", "eval report",
         "eval calibrate", "eval score", "eval trusted", "worker", "improve", "gaps", "kb", "kb log", "kb revert",
         "kb prune", "export", "export qa", "bench", "bench retrieval", "bench scale", "bench answer", "bench judge",
         "bench recovery",
