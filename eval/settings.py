@@ -58,6 +58,12 @@ class EvalSettings(KaizenSettings):
     repair_max_model_chunks: int = Field(12, ge=1, description="chunks per round the repair may rewrite with the "
                                                                "model")
 
+    # -- improvement -----------------------------------------------------------------------------------------------
+    improve_min_evidence: int = Field(5, ge=1, description="new questions answered well (train probes, /good "
+                                                           "answers, answers every trusted metric scored high) the "
+                                                           "planner waits for before it tries learning them into "
+                                                           "the index")
+
     @field_validator("interaction_evaluator", mode="after")
     @classmethod
     def _module_and_function(cls, value: str) -> str:

@@ -11,6 +11,10 @@ that would repair it (None when it is only reported: knowledge gaps, vanished so
 - content: chunks cited by answers a *trusted* LLM metric scored low -> rewrite them;
 - retrieval: train probes whose gold documents are not in the top 5 -> enrich the best chunk of each gold
   document (only when a quality alert asked for repairs: a clean KB is left alone);
+- traffic: questions answered well (train probes, /good answers, answers every trusted metric scored high) not
+  yet learned -> learn them into the indexed text of the chunks that answered them (eval/repair/learning.py), once
+  there are `KAIZEN_IMPROVE_MIN_EVIDENCE` of them and no defect above is left to repair; the held-out guard
+  decides;
 - knowledge gaps: questions nothing relevant was found for, reported by `kaizen gaps`, never filled in.
 """
 
@@ -26,6 +30,7 @@ from eval.settings import EvalSettings
 from store.indexing import content_hash, search_text_for
 
 from . import actions as A
+from .learning import learning
 
 LOW_SCORE = 0.5
 
@@ -266,5 +271,8 @@ def diagnose(store, embedder, version, *, explore: bool = False, settings: EvalS
     findings += content(store, version, max_model_chunks, settings)
     found, train_metrics = retrieval(store, embedder, version, explore=explore, max_chunks=max_model_chunks)
     findings += found
+    if not any(f.action for f in findings):  # defects first; learning once the knowledge base has none
+        findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
+                             trusted=trusted_llm_metrics(store, settings=settings))
     findings += knowledge_gaps(store)
     return Diagnosis(version.id, findings, train_metrics)

@@ -1,0 +1,127 @@
+"""Learning from traffic (eval/repair/learning.py) against the real database and embedder: what counts as
+evidence, what never does (held-out questions, /bad answers), what a learned chunk looks like, and the planner
+proposing it once, under the guard."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support.repair import active_id, tiny_kb  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def kb(tiny_kb):  # noqa: F811
+    """The tiny KB with two train and two held-out probes (the hash split of four ids is not that even)."""
+    with tiny_kb.session() as s:
+        s.execute(sa.text("UPDATE probes SET split = CASE WHEN id IN (SELECT id FROM probes ORDER BY id LIMIT 2) "
+                          "THEN 'train' ELSE 'heldout' END"))
+    return tiny_kb
+
+
+def answer(store, question: str, source_id: str, rating: int | None) -> int:
+    """A recorded answer citing the active chunk of `source_id`, rated /good (1), /bad (-1) or not at all."""
+    from agent.recorder import add_feedback
+
+    with store.session() as s:
+        chunk = s.execute(sa.text("SELECT c.id FROM active_chunks c JOIN documents d ON d.id = c.document_id "
+                                  "WHERE d.source_id = :s ORDER BY c.ordinal LIMIT 1"), {"s": source_id}).scalar_one()
+        iid = s.execute(sa.text("INSERT INTO interactions (thread_id, question, answer, model) VALUES "
+                                "('t', :q, 'an answer [1]', 'test') RETURNING id"), {"q": question}).scalar_one()
+        s.execute(sa.text("INSERT INTO retrievals (interaction_id, query, chunk_id, rank, score, relevant, "
+                          "in_context, cited) VALUES (:i, :q, :c, 1, 1.0, true, true, true)"),
+                  {"i": iid, "q": question, "c": chunk})
+    if rating:
+        add_feedback(store, iid, rating)
+    return iid
+
+
+def probes(store, split: str) -> list[str]:
+    with store.session() as s:
+        return s.execute(sa.text("SELECT question FROM probes WHERE split = :s ORDER BY id"),
+                         {"s": split}).scalars().all()
+
+
+def test_evidence_is_train_probes_and_good_answers_never_held_out_or_bad_ones(kb, embedder):
+    from eval.repair.learning import gather
+    from store.kb_versions import require_active
+
+    heldout = probes(kb, "heldout")
+    assert heldout and probes(kb, "train")
+    good = answer(kb, "Which bird turns its head furthest?", "d-owl", 1)
+    answer(kb, heldout[0], "d-moon", 1)  # someone asked a held-out question: it must not leak into the index
+    answer(kb, "What is the Moon made of?", "d-moon", -1)
+    answer(kb, "What is the Moon made of?", "d-moon", 1)  # the same question rated /good elsewhere: refused
+    answer(kb, "Is tea a drink?", "d-tea", None)  # unrated, and no trusted metric scored it
+    with kb.session() as s:
+        version = require_active(s)
+    learn, unlearn = gather(kb, embedder, version)
+    sources = {e.source for e in learn}
+    questions = {e.question for e in learn}
+    assert f"good:{good}" in sources
+    assert {q for q in probes(kb, "train")} <= questions
+    assert not questions & set(heldout)
+    assert "What is the Moon made of?" not in questions and "Is tea a drink?" not in questions
+    assert unlearn == []  # nothing learned yet that a /bad answer would take back
+
+
+def test_a_learned_chunk_keeps_its_text_and_is_found_by_the_question_it_learned(kb, embedder):
+    from eval.repair.candidate import CandidateBuilder
+    from eval.repair.learning import LEARNED_HEADER, LearnFromTraffic, gather, learned_lines
+    from store.kb_versions import require_active
+
+    question = "Which bird has fourteen vertebrae in its neck?"
+    answer(kb, question, "d-owl", 1)
+    with kb.session() as s:
+        base = require_active(s)
+    learn, unlearn = gather(kb, embedder, base)
+    action = LearnFromTraffic(target="t", reason="test", learn=[e.as_dict() for e in learn],
+                              unlearn=[e.as_dict() for e in unlearn])
+    builder = CandidateBuilder(kb, embedder, base, reason="test")
+    try:
+        build = action.build(builder, types.SimpleNamespace(store=kb))
+        builder.finish()
+        assert build["learned"] == len(learn) and len(build["evidence_sources"]) == len(learn)
+        with kb.session() as s:
+            rows = s.execute(sa.text(
+                "SELECT n.text, n.search_text, n.origin, n.derived_from, o.text AS old_text FROM chunks n "
+                "JOIN chunks o ON o.document_id = n.document_id AND o.ordinal = n.ordinal AND o.kb_version = :b "
+                "JOIN documents d ON d.id = n.document_id WHERE n.kb_version = :c AND d.source_id = 'd-owl'"),
+                {"b": base.id, "c": builder.id}).one()
+        assert rows.text == rows.old_text and rows.origin == "learned" and rows.derived_from is not None
+        assert f"\n{LEARNED_HEADER}\n" in rows.search_text and question in learned_lines(rows.search_text)
+        from store.kb_versions import get_version
+        from store.search import search
+
+        with kb.session() as s:
+            hits = search(s, embedder, question, k=1, settings=kb.settings, version=get_version(s, builder.id))
+        assert hits and hits[0].source_id == "d-owl"
+    finally:
+        builder.discard("test", "test over")
+
+
+def test_the_planner_proposes_the_evidence_once_and_the_guard_decides(kb, embedder):
+    from eval.repair.planner import run_planner
+    from eval.settings import EvalSettings
+
+    for question, source in (("Which bird has fourteen vertebrae in its neck?", "d-owl"),
+                             ("What leaves make green tea?", "d-tea"),
+                             ("Which strait does the Golden Gate Bridge span?", "d-bridge"),
+                             ("How long does the Moon take to orbit the Earth?", "d-moon")):
+        answer(kb, question, source, 1)
+    before = active_id(kb)
+    settings = EvalSettings(improve_min_evidence=3)
+    plan = run_planner(kb, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
+    [result] = [r for r in plan.results if r.action["kind"] == "learn_from_traffic"]
+    assert result.decision in ("promoted", "rolled_back")
+    assert (active_id(kb) != before) is (result.decision == "promoted")
+    with kb.session() as s:
+        change = s.execute(sa.text("SELECT decision, after FROM kb_changes WHERE kind = 'repair:learn_from_traffic'"
+                                   )).one()
+    assert change.decision == result.decision and change.after["build"]["evidence_sources"]
+    again = run_planner(kb, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
+    assert not [r for r in again.results if r.action["kind"] == "learn_from_traffic"]  # tried: not proposed again
