@@ -180,7 +180,10 @@ def run_on_store(store, embedder, corpus: str, questions: str, limit: int | None
         "ragas": _ragas_report(calibration, answer_trusted, answers) if answer_probes else
         "not measured (answer_probes=0)",
         "clean_kb": {"status": clean_plan.status, "message": clean_plan.message,
-                     "actions_taken": len(clean_plan.results), "heldout_before": baseline["heldout"],
+                     "actions_taken": len(clean_plan.results),
+                     "actions": [{"kind": r.action["kind"], "decision": r.decision, "why": r.reason}
+                                 for r in clean_plan.results],
+                     "heldout_before": baseline["heldout"],
                      "heldout_after": after_clean, "findings": [f["summary"] for f in clean_plan.findings]},
         "alert_id": alert_id,
         "repair": {"status": plan.status, "message": plan.message, "rounds": plan.rounds,
