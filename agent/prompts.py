@@ -48,6 +48,11 @@ EXAMPLE_INSTRUCTION = (
 # wording answered 88% of answerable questions against 80%, and still abstained on 64% of unanswerable ones against
 # 66% (rule 3 still applies). Asking it to answer "even partly" (and abstain "only if") did worse: 66% answered.
 ANSWER_INSTRUCTION = "Answer the question using only the context above, and cite the passages you used like [1]."
+# The same instruction for a question in Japanese. With the English one, Qwen2.5-1.5B abstained on 13 of the
+# first 40 JSQuAD dev questions although its grade had said the context answers (P(yes) 0.73-0.90); in English an
+# abstention after a passed grade was nearly always right. Asked in the question's language it abstained on none
+# of those 40 and put the accepted span in more answers (docs/benchmarks.md, "Answering").
+ANSWER_INSTRUCTION_JA = "上の文脈から、質問の答えを短く書き、[1] のように引用してください。"
 
 STRICT_INSTRUCTION = (
     "Your previous answer could not be verified against the context. Answer again, more strictly: copy the "
@@ -126,8 +131,13 @@ def shared_prefix() -> list[dict]:
     ]
 
 
+def answer_instruction_for(question: str) -> str:
+    """The answer instruction in the question's language (Japanese or English, as `abstention_for`)."""
+    return ANSWER_INSTRUCTION_JA if is_japanese(question) else ANSWER_INSTRUCTION
+
+
 def answer_messages(question: str, passages: Sequence[Passage], strict: bool = False) -> list[dict]:
-    instruction = STRICT_INSTRUCTION if strict else ANSWER_INSTRUCTION
+    instruction = STRICT_INSTRUCTION if strict else answer_instruction_for(question)
     return [
         *shared_prefix(),
         {"role": "user", "content": f"{answer_user_message(question, passages)}\n\n{instruction}"},
@@ -198,13 +208,16 @@ ABSTAIN_JA = "ナレッジベースには記載がありません。"
 _KANA_OR_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
 
 
+def is_japanese(question: str) -> bool:
+    """A question written mostly (30% of its characters or more) in Japanese script."""
+    chars = [ch for ch in question if not ch.isspace()]
+    return bool(chars) and sum(1 for ch in chars if _KANA_OR_CJK.match(ch)) / len(chars) >= 0.3
+
+
 def abstention_for(question: str) -> str:
     """The abstention sentence in the question's language: Japanese for a question written mostly in Japanese
     script, English otherwise (the knowledge base's other languages answer in English)."""
-    chars = [ch for ch in question if not ch.isspace()]
-    if chars and sum(1 for ch in chars if _KANA_OR_CJK.match(ch)) / len(chars) >= 0.3:
-        return ABSTAIN_JA
-    return ABSTAIN
+    return ABSTAIN_JA if is_japanese(question) else ABSTAIN
 
 
 # -- instructions that must never reach an answer ------------------------------------------------------------------
@@ -226,6 +239,9 @@ def _instruction_ngrams() -> set[tuple[str, ...]]:
 
 
 _INSTRUCTION_NGRAMS = _instruction_ngrams()
+LEAK_CHARS = 8  # characters in a row shared with a Japanese instruction make a sentence a leak
+_JA_INSTRUCTION_RUNS = {ANSWER_INSTRUCTION_JA[i:i + LEAK_CHARS]
+                        for i in range(len(ANSWER_INSTRUCTION_JA) - LEAK_CHARS + 1)}
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
 
@@ -236,7 +252,8 @@ def leaked_sentences(answer: str) -> list[str]:
     leaked = []
     for sentence in (s for s in _SENTENCE_END.split(answer) if s.strip()):
         words = _words(sentence)
-        if any(tuple(words[i:i + LEAK_NGRAM]) in _INSTRUCTION_NGRAMS for i in range(len(words) - LEAK_NGRAM + 1)):
+        if any(tuple(words[i:i + LEAK_NGRAM]) in _INSTRUCTION_NGRAMS for i in range(len(words) - LEAK_NGRAM + 1)) \
+                or any(sentence[i:i + LEAK_CHARS] in _JA_INSTRUCTION_RUNS for i in range(len(sentence) - LEAK_CHARS + 1)):
             leaked.append(sentence.strip())
     return leaked
 

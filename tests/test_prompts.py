@@ -28,3 +28,15 @@ def test_abstention_in_the_question_s_language():
     assert prompts.abstention_for("What is the capital of Laos?") == prompts.ABSTAIN
     assert prompts.abstention_for("「Kaizen」のマスコットは何ですか") == prompts.ABSTAIN_JA
     assert prompts.is_abstention(prompts.ABSTAIN_JA)
+
+
+def test_a_japanese_question_gets_the_answer_instruction_in_japanese_and_its_echo_is_a_leak():
+    ja = prompts.answer_messages("梅雨とは何季の一種か?", [])[-1]["content"]
+    en = prompts.answer_messages("What is the rainy season?", [])[-1]["content"]
+    assert ja.endswith(prompts.ANSWER_INSTRUCTION_JA) and en.endswith(prompts.ANSWER_INSTRUCTION)
+    assert prompts.answer_messages("梅雨とは何季の一種か?", [], strict=True)[-1]["content"].endswith(
+        prompts.STRICT_INSTRUCTION)
+    answer = f"梅雨は雨季の一種です [1]。{prompts.ANSWER_INSTRUCTION_JA}"
+    assert prompts.leaked_sentences(answer) == [prompts.ANSWER_INSTRUCTION_JA]
+    assert prompts.without_leaks(answer) == "梅雨は雨季の一種です [1]。"
+    assert prompts.leaked_sentences("梅雨は5月から7月にかけての雨の多い期間です [1]。") == []
