@@ -252,8 +252,10 @@ def leaked_sentences(answer: str) -> list[str]:
     leaked = []
     for sentence in (s for s in _SENTENCE_END.split(answer) if s.strip()):
         words = _words(sentence)
-        if any(tuple(words[i:i + LEAK_NGRAM]) in _INSTRUCTION_NGRAMS for i in range(len(words) - LEAK_NGRAM + 1)) \
-                or any(sentence[i:i + LEAK_CHARS] in _JA_INSTRUCTION_RUNS for i in range(len(sentence) - LEAK_CHARS + 1)):
+        english = any(tuple(words[i:i + LEAK_NGRAM]) in _INSTRUCTION_NGRAMS for i in range(len(words) - LEAK_NGRAM + 1))
+        japanese = any(sentence[i:i + LEAK_CHARS] in _JA_INSTRUCTION_RUNS
+                       for i in range(len(sentence) - LEAK_CHARS + 1))
+        if english or japanese:
             leaked.append(sentence.strip())
     return leaked
 
