@@ -70,7 +70,10 @@ def gone(pid: int, timeout: float = 15) -> bool:
 def test_a_stopped_benchmark_leaves_no_server_and_no_temporary_home(tmp_path, sig, code):
     from pgserver.postgres_server import PostgresServer
 
-    corpus, questions = write_jsonl(tmp_path / "c.jsonl", CORPUS), write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    # Enough documents that the benchmark is still ingesting when the signal comes (with 12 it could finish them and
+    # fail on the missing judge model first, on a busy machine as fast as the test reached its signal).
+    many = [{**d, "id": f"{d['id']}-{n}"} for n in range(60) for d in CORPUS]
+    corpus, questions = write_jsonl(tmp_path / "c.jsonl", many), write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
     # the benchmark's temporary home goes here (a short path: the server's socket lives in it), with pgserver's
     # lock where every other process has it
     temp = Path(tempfile.mkdtemp(prefix="kz-", dir="/tmp"))
