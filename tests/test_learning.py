@@ -115,6 +115,11 @@ def test_the_planner_proposes_the_evidence_once_and_the_guard_decides(kb, embedd
         answer(kb, question, source, 1)
     before = active_id(kb)
     settings = EvalSettings(improve_min_evidence=3)
+    with kb.session() as s:  # a repair after a quality alert repairs; it does not learn
+        alert = s.execute(sa.text("INSERT INTO quality_alerts (metric, baseline, observed, window_size, tolerance) "
+                                  "VALUES ('recall@5', 1.0, 0.5, 10, 0.05) RETURNING id")).scalar_one()
+    repair = run_planner(kb, alert_id=alert, embedder=embedder, settings=settings, llm=lambda: pytest.fail("model"))
+    assert not [r for r in repair.results if r.action["kind"] == "learn_from_traffic"] and active_id(kb) == before
     plan = run_planner(kb, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
     [result] = [r for r in plan.results if r.action["kind"] == "learn_from_traffic"]
     assert result.decision in ("promoted", "rolled_back")

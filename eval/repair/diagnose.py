@@ -13,8 +13,8 @@ that would repair it (None when it is only reported: knowledge gaps, vanished so
   document (only when a quality alert asked for repairs: a clean KB is left alone);
 - traffic: questions answered well (train probes, /good answers, answers every trusted metric scored high) not
   yet learned -> learn them into the indexed text of the chunks that answered them (eval/repair/learning.py), once
-  there are `KAIZEN_IMPROVE_MIN_EVIDENCE` of them and no defect above is left to repair; the held-out guard
-  decides;
+  there are `KAIZEN_IMPROVE_MIN_EVIDENCE` of them and no defect above is left to repair, in an improvement pass
+  (`kaizen improve`), not in a repair after a quality alert; the held-out guard decides;
 - knowledge gaps: questions nothing relevant was found for, reported by `kaizen gaps`, never filled in.
 """
 
@@ -254,8 +254,10 @@ def knowledge_gaps(store) -> list[Finding]:
                     "never filled in by the model)", n)]
 
 
-def diagnose(store, embedder, version, *, explore: bool = False, settings: EvalSettings | None = None) -> Diagnosis:
-    """Every finding on `version`; `settings` (default: EvalSettings()) caps the chunks the model may rewrite."""
+def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = True,
+             settings: EvalSettings | None = None) -> Diagnosis:
+    """Every finding on `version`; `settings` (default: EvalSettings()) caps the chunks the model may rewrite.
+    `learn`: look for traffic to learn from (an improvement pass; a repair after a quality alert does not)."""
     settings = settings or EvalSettings()
     max_model_chunks = settings.repair_max_model_chunks
     findings = embedding_model(version, embedder)
@@ -271,7 +273,7 @@ def diagnose(store, embedder, version, *, explore: bool = False, settings: EvalS
     findings += content(store, version, max_model_chunks, settings)
     found, train_metrics = retrieval(store, embedder, version, explore=explore, max_chunks=max_model_chunks)
     findings += found
-    if not any(f.action for f in findings):  # defects first; learning once the knowledge base has none
+    if learn and not any(f.action for f in findings):  # defects first; learning once there are none
         findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
                              trusted=trusted_llm_metrics(store, settings=settings))
     findings += knowledge_gaps(store)

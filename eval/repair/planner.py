@@ -214,7 +214,9 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
             while plan.rounds < rounds:
                 with store.session() as s:
                     version = require_active(s)
-                diagnosis = diagnose(store, embedder, version, explore=explore, settings=settings)
+                # A quality alert asks for repairs; learning from traffic is for improvement passes
+                diagnosis = diagnose(store, embedder, version, explore=explore, learn=alert_id is None,
+                                     settings=settings)
                 pending = [a for a in diagnosis.actions if a.signature() not in tried]
                 if plan.rounds == 0:
                     plan.findings = [f.as_dict() for f in diagnosis.findings]
