@@ -70,15 +70,18 @@ def gone(pid: int, timeout: float = 15) -> bool:
 def test_a_stopped_benchmark_leaves_no_server_and_no_temporary_home(tmp_path, sig, code):
     from pgserver.postgres_server import PostgresServer
 
-    # Enough documents that the benchmark is still ingesting when the signal comes (with 12 it could finish them and
-    # fail on the missing judge model first, on a busy machine as fast as the test reached its signal).
+    # Enough work that the benchmark is still busy when the signal comes: with 2 pairs it ingested 40 documents in
+    # 0.6 s and failed on the missing judge model before the test's signal arrived. It ingests the gold documents
+    # of the questions its pairs need, so every document gets a question and 300 pairs are asked for.
     many = [{**d, "id": f"{d['id']}-{n}"} for n in range(60) for d in CORPUS]
-    corpus, questions = write_jsonl(tmp_path / "c.jsonl", many), write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    asked = [{**q, "id": f"{q['id']}-{n}", "gold_passage_ids": [f"{g}-{n}" for g in q["gold_passage_ids"]]}
+             for n in range(60) for q in QUESTIONS]
+    corpus, questions = write_jsonl(tmp_path / "c.jsonl", many), write_jsonl(tmp_path / "q.jsonl", asked)
     # the benchmark's temporary home goes here (a short path: the server's socket lives in it), with pgserver's
     # lock where every other process has it
     temp = Path(tempfile.mkdtemp(prefix="kz-", dir="/tmp"))
     log = tmp_path / "bench.log"
-    bench = kaizen("bench", "judge", "--corpus", str(corpus), "--questions", str(questions), "--pairs", "2",
+    bench = kaizen("bench", "judge", "--corpus", str(corpus), "--questions", str(questions), "--pairs", "300",
                    "--interactions", "0", "--judge-model", str(tmp_path / "none.gguf"), log=log, TMPDIR=str(temp),
                    XDG_RUNTIME_DIR=str(PostgresServer.runtime_path.parent))
     try:
