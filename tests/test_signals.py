@@ -25,10 +25,17 @@ pytestmark = pytest.mark.slow
 EVALUATOR = "tests.support.worker:evaluate"
 
 
+def _default_signals() -> None:
+    # A suite started in the background by a shell without job control (`make test &` in a script) inherits SIGINT
+    # ignored, and a process that starts with SIGINT ignored keeps ignoring it (nohup semantics, which Kaizen
+    # respects): the processes under test get the disposition a terminal gives them.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kaizen(*args: str, log: Path, stdin=None, **env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO, stdin=stdin,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **env})
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env}, preexec_fn=_default_signals)
 
 
 def server_url(pgdata: Path) -> str | None:
