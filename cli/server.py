@@ -158,6 +158,13 @@ async def read_json(request: Request) -> Any:
         raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
+def json_object(body: Any) -> dict:
+    """The parsed body, which every route that takes one needs to be a JSON object."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
 def _field(body: dict, name: str, kinds: tuple[type, ...], what: str, default: Any = None) -> Any:
     """body[name] when it is one of `kinds` (never a bool for a number), the default when absent or null."""
     value = body.get(name)
@@ -207,8 +214,7 @@ def valid_thread(value: Any, where: str) -> str | None:
 def parse_chat(body: Any, headers) -> ChatRequest:
     from agent.graph import QuestionError, clean_question
 
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
+    body = json_object(body)
     messages = body.get("messages")
     if messages is None:
         raise bad_request("messages is missing: send the conversation as a list of {role, content} messages",
@@ -686,9 +692,7 @@ def create_app(agent_factory: Callable[[Any], Any] | None = None, settings: Serv
     @app.post("/v1/kaizen/search")
     async def kaizen_search(request: Request) -> Response:
         authorize(request)
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("the request body must be a JSON object")
+        body = json_object(await read_json(request))
         from store.search import MODES, Filters
 
         query = _field(body, "query", (str,), "text", "")
@@ -722,9 +726,7 @@ def create_app(agent_factory: Callable[[Any], Any] | None = None, settings: Serv
     @app.post("/v1/kaizen/feedback")
     async def kaizen_feedback(request: Request) -> Response:
         authorize(request)
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("the request body must be a JSON object")
+        body = json_object(await read_json(request))
         interaction_id = _field(body, "interaction_id", (int,), "the id of an answer (the kaizen field gives it)")
         if interaction_id is None:
             raise bad_request("interaction_id is missing: the kaizen field of an answer gives it",
