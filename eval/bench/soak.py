@@ -171,14 +171,13 @@ def _stop(proc: subprocess.Popen, timeout: float, second_timeout: float = 30.0) 
 def _queue_busy(store) -> int:
     """Jobs running or waiting, plus answers whose grading was never queued (the workers' minutely
     `queue_ungraded` will queue them): the queue has drained when both are zero."""
+    from eval.worker.jobs import NEVER_QUEUED
+
     with store.session() as s:
         return s.execute(sa.text(
             "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
             "        OR (status = 'todo' AND task_name NOT IN ('retry_stalled_jobs', 'queue_ungraded')))"
-            "     + (SELECT count(*) FROM interactions i WHERE NOT EXISTS (SELECT 1 FROM eval_scores e "
-            "        WHERE e.interaction_id = i.id AND e.run_id IS NULL) AND NOT EXISTS (SELECT 1 FROM "
-            "        procrastinate_jobs j WHERE j.task_name = 'evaluate_interaction' "
-            "        AND j.args->>'interaction_id' = i.id::text))")).scalar_one()
+            f"     + (SELECT count(*) FROM interactions i WHERE {NEVER_QUEUED})")).scalar_one()
 
 
 # -- the checks ------------------------------------------------------------------------------------------------------

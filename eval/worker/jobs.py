@@ -176,6 +176,12 @@ UNGRADED_WINDOW_HOURS = 24
 UNGRADED_BATCH = 200
 
 
+# A recorded answer `i` with no grade and no grading job ever queued (the soak's drain counts these too)
+NEVER_QUEUED = ("NOT EXISTS (SELECT 1 FROM eval_scores e WHERE e.interaction_id = i.id AND e.run_id IS NULL) "
+                "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = 'evaluate_interaction' "
+                "AND j.args->>'interaction_id' = i.id::text)")
+
+
 def queue_ungraded(store) -> list[int]:
     """Queue the grading of recorded answers that have no grade and never had a job: the REPL's enqueue is
     best-effort (an answer is never held up by the queue), so an answer recorded just before the database went
@@ -189,9 +195,7 @@ def queue_ungraded(store) -> list[int]:
             SELECT i.id FROM interactions i
             WHERE i.created_at < now() - make_interval(secs => :grace)
               AND i.created_at > now() - make_interval(hours => :window)
-              AND NOT EXISTS (SELECT 1 FROM eval_scores e WHERE e.interaction_id = i.id AND e.run_id IS NULL)
-              AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = 'evaluate_interaction'
-                              AND j.args->>'interaction_id' = i.id::text)
+              AND """ + NEVER_QUEUED + """
             ORDER BY i.id LIMIT :batch"""),
             {"grace": UNGRADED_GRACE_SECONDS, "window": UNGRADED_WINDOW_HOURS, "batch": UNGRADED_BATCH}).scalars().all()
     queued = [i for i in ids if enqueue_interaction(store, i)]
