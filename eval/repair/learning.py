@@ -119,17 +119,17 @@ def gather(store, embedder, version, *, trusted: set[str] | None = None) -> tupl
         unlearn = _cited_evidence(s, version.id, bad, "bad")
         texts = dict(s.execute(sa.text("SELECT id, search_text FROM chunks WHERE id = ANY(:ids)"),
                                {"ids": sorted({e.chunk_id for e in learn + unlearn})}).all())
+    known = {chunk: {normalise(line) for line in learned_lines(text)} for chunk, text in texts.items()}
     refused = {normalise(e.question) for e in unlearn}
     fresh, seen = [], set()
     for e in learn:
         key = (e.chunk_id, normalise(e.question))
-        known = {normalise(line) for line in learned_lines(texts.get(e.chunk_id, ""))}
-        if e.source in tried or key in seen or key[1] in heldout or key[1] in refused or key[1] in known:
+        if e.source in tried or key in seen or key[1] in heldout or key[1] in refused \
+                or key[1] in known.get(e.chunk_id, ()):
             continue
         seen.add(key)
         fresh.append(e)
-    unlearn = [e for e in unlearn if normalise(e.question) in
-               {normalise(line) for line in learned_lines(texts.get(e.chunk_id, ""))}]
+    unlearn = [e for e in unlearn if normalise(e.question) in known.get(e.chunk_id, ())]
     return fresh, unlearn
 
 
