@@ -92,3 +92,22 @@ def test_the_checks_count_a_double_grade_a_lost_job_and_a_stray_version(clean_st
     again = check_interactions(clean_store, ["answer_relevancy"], asked)
     assert again["missing_grades"] == 0 and again["pending_grades"] == 1  # a queued job will grade it
     reset_queue(clean_store)
+
+
+def test_a_killed_worker_s_job_survives_only_if_it_ran_or_its_twin_did(clean_store):
+    """The SIGKILL fault is survived when the job the worker held succeeded, is queued again, or was given up for
+    its queued twin (superseded); a job that ended aborted with nothing to take it over is not."""
+    from eval.bench.soak import _survival
+
+    class Replacement:
+        def jobs(self):
+            return [7], {7: "Success"}
+
+    fault = {"fault": "worker_kill", "at": 0.0, "exit_code": -9, "job_in_flight": 5, "replacement": "w"}
+    for status, survived in (("succeeded", True), ("todo", True), ("superseded", True), ("aborted", False),
+                             ("failed", False)):
+        ok, evidence = _survival(dict(fault), clean_store, {5: status}, {"w": Replacement()}, {})
+        assert ok is survived, (status, evidence)
+        assert evidence["job_in_flight_final_status"] == status
+    ok, _ = _survival(dict(fault), clean_store, {5: "succeeded"}, {"w": None}, {})
+    assert not ok  # no replacement worker ran anything

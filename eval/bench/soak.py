@@ -266,6 +266,7 @@ def check_jobs(store, workers_running: bool = False) -> dict:
         "queued": by_status.get("todo", 0),
         "lost": len(lost),
         "superseded": len(superseded),
+        "superseded_jobs": [r.id for r in superseded][:20],
         "lost_jobs": [{"id": r.id, "task": r.task_name, "status": r.status} for r in lost][:20],
         "run_twice": len(twice),
         "run_twice_jobs": [{"id": r.id, "task": r.task_name, "starts": r.starts, "retries": r.retries,
@@ -361,8 +362,8 @@ def _survival(fault: dict, store, jobs_by_id: dict, workers: dict, repair: dict)
         held_status = jobs_by_id.get(held) if held else None
         replacement = workers.get(fault.get("replacement"))
         ran = bool(replacement) and any(o.startswith("Success") for o in replacement.jobs()[1].values())
-        ok = fault.get("exit_code") == -signal.SIGKILL and (held is None or held_status in ("succeeded", "todo")) \
-            and ran
+        ok = fault.get("exit_code") == -signal.SIGKILL and ran and (
+            held is None or held_status in ("succeeded", "todo", "superseded"))
         return ok, {"job_in_flight_final_status": held_status, "replacement_ran_jobs": ran, **after}
     if kind == "database_restart":
         survivors = fault.get("alive_after", {})
@@ -526,6 +527,8 @@ def run(corpus: str, questions: str, minutes: float = 10.0, home: str | None = N
         repair = check_repair(store, degraded_version)
         with store.session() as s:
             statuses = dict(s.execute(sa.text("SELECT id, status::text FROM procrastinate_jobs")).all())
+        for job in jobs["superseded_jobs"]:  # given up for its queued twin, which ran: not lost
+            statuses[job] = "superseded"
         for fault in faults:
             fault["survived"], fault["evidence"] = _survival(fault, store, statuses, workers, repair)
             for key in ("at", "done_at"):
