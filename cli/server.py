@@ -12,8 +12,9 @@ such as Open WebUI work with it unchanged (docs/serve.md).
   an optional correction: what the REPL's /good and /bad record), `GET /v1/kaizen/status` (the KB, the grading
   queue, this server's queue), `GET /health` (whether the database answers; no key needed).
 
-The model answers one question at a time, in a thread of its own (never on the event loop): questions wait in
-a queue of KAIZEN_SERVE_QUEUE_SIZE, and one more is refused with 429. A client that goes away stops its
+Questions are answered in threads of their own (never on the event loop): one at a time with the in-process model,
+KAIZEN_SERVE_CONCURRENCY at once with a model server (KAIZEN_LLM_URL). Further ones wait in a queue of
+KAIZEN_SERVE_QUEUE_SIZE, and one more is refused with 429. A client that goes away stops its
 answer the way Ctrl-C does in the REPL (the agent's cancel event), or takes it out of the queue. Answers are
 recorded and queued for grading like the REPL's. Every error is one line in OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`: 4xx for a request Kaizen cannot take, 503 while the database
@@ -401,8 +402,9 @@ class Backend:
     the one thread the agent answers in, with the questions waiting for it."""
 
     def __init__(self, settings: ServeSettings, agent_factory: Callable[[Any], Any] | None,
-                 store_factory: Callable[[], Any] | None):
+                 store_factory: Callable[[], Any] | None, concurrency: int = 1):
         self.settings = settings
+        self.concurrency = concurrency
         self._agent_factory = agent_factory or default_agent
         self._store_factory = store_factory or default_store
         self._owns_store = store_factory is None
@@ -410,7 +412,7 @@ class Backend:
         self._agent = None
         self._store_lock = threading.Lock()
         self._agent_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaizen-answer")
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kaizen-answer")
         self._lock = threading.Lock()
         self._admitted: set[threading.Event] = set()  # the cancel events of the questions answered or waiting
         self.answering = 0
@@ -457,7 +459,8 @@ class Backend:
         with self._lock:
             admitted, answering = len(self._admitted), self.answering
         return {"model": getattr(getattr(agent, "llm", None), "name", None), "answering": answering,
-                "waiting": max(0, admitted - answering), "queue_size": self.settings.serve_queue_size}
+                "waiting": max(0, admitted - answering), "queue_size": self.settings.serve_queue_size,
+                "concurrency": self.concurrency}
 
     # -- the queue --------------------------------------------------------------------------------------------
     def admit(self) -> threading.Event:
@@ -466,8 +469,9 @@ class Backend:
         with self._lock:
             if self.closing:
                 raise APIError(503, "Kaizen is shutting down", kind="server_error", code="shutting_down")
-            if len(self._admitted) > size:
-                raise APIError(429, f"the queue is full: Kaizen answers one question at a time and {size} "
+            if len(self._admitted) >= self.concurrency + size:
+                at_once = "one question at a time" if self.concurrency == 1 else f"{self.concurrency} questions at once"
+                raise APIError(429, f"the queue is full: Kaizen answers {at_once} and {size} "
                                f"may wait (KAIZEN_SERVE_QUEUE_SIZE={size}); try again shortly",
                                kind="rate_limit_error", code="queue_full", headers={"Retry-After": "5"})
             cancel = threading.Event()
@@ -549,8 +553,10 @@ def create_app(agent_factory: Callable[[Any], Any] | None = None, settings: Serv
     """The API. `agent_factory(store)` makes the Agent (by default as `kaizen chat` does, its answers queued for
     grading), `store_factory()` the Store (by default from the environment); both are called on first need, in
     a worker thread, and again after a failure."""
+    from agent.settings import AgentSettings
+
     settings = settings or ServeSettings()
-    backend = Backend(settings, agent_factory, store_factory)
+    backend = Backend(settings, agent_factory, store_factory, settings.concurrency(AgentSettings().llm_url))
     created = int(time.time())
 
     @asynccontextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from store.settings import ConfigError, KaizenSettings
+from store.settings import ConfigError, KaizenSettings, server_url
 
 DEFAULT_EVALUATOR = "eval.judging.interactions:evaluate_interaction"
 
@@ -19,6 +19,9 @@ class EvalSettings(KaizenSettings):
     judge_model: str | None = Field(None, json_schema_extra={"doc_default": "the chat model (KAIZEN_CHAT_MODEL)"},
                                     description="the judge's model: a named model or a .gguf path; by default the "
                                                 "chat model, so one loaded model serves the agent and the judge")
+    judge_url: str | None = Field(None, json_schema_extra={"doc_default": "the chat model's (KAIZEN_LLM_URL), unless "
+                                  "KAIZEN_JUDGE_MODEL names a file"},
+                                  description="an OpenAI-compatible model server for the judge (docs/serve.md)")
     judge_max_tokens: int = Field(512, ge=32, description="the longest judge reply in tokens")
     judge_context_tokens: int = Field(400, ge=32, description="each retrieved context is cut to this many judge "
                                                               "tokens, so judge prompts always fit")
@@ -63,6 +66,11 @@ class EvalSettings(KaizenSettings):
                                                            "answers, answers every trusted metric scored high) the "
                                                            "planner waits for before it tries learning them into "
                                                            "the index")
+
+    @field_validator("judge_url", mode="after")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return server_url(value, "KAIZEN_JUDGE_URL")
 
     @field_validator("interaction_evaluator", mode="after")
     @classmethod

@@ -39,6 +39,16 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("kaizen", appauthor=False))
 
 
+def server_url(value: str | None, variable: str) -> str | None:
+    """An http(s) URL setting: stripped, empty as unset, anything else a ConfigError naming `variable`."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+        raise ConfigError(f"{variable}={value}: not an http:// or https:// URL")
+    return value
+
+
 def cpu_count() -> int:
     return os.cpu_count() or 1
 
@@ -233,4 +243,4 @@ class StoreSettings(KaizenSettings):
         return int(self.max_file_mb * 1024 * 1024)
 
 
-__all__ = ["ConfigError", "KaizenSettings", "StoreSettings", "default_home", "env_name"]
+__all__ = ["ConfigError", "KaizenSettings", "StoreSettings", "default_home", "env_name", "server_url"]

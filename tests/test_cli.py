@@ -30,10 +30,10 @@ def test_every_command_is_there():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names >= {
         "ingest", "reindex", "search", "sql", "status", "schema", "chat", "ask", "serve", "graph", "models",
-        "models list", "models install", "eval", "eval import", "eval probes", "eval run", "eval answer", "eval report",
-        "eval calibrate", "eval score", "eval trusted", "worker", "improve", "gaps", "kb", "kb log", "kb revert",
-        "kb prune", "export", "export qa", "bench", "bench retrieval", "bench scale", "bench answer", "bench judge",
-        "bench recovery",
+        "models list", "models path", "models install", "eval", "eval import", "eval probes", "eval run",
+        "eval answer", "eval report", "eval calibrate", "eval score", "eval trusted", "worker", "improve", "gaps",
+        "kb", "kb log", "kb revert", "kb prune", "export", "export qa", "bench", "bench retrieval", "bench scale",
+        "bench answer", "bench judge", "bench recovery",
     }
 
 
@@ -152,3 +152,12 @@ def test_help_loads_no_package():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr.strip() == "[]", done.stderr
     assert "Usage: kaizen" in done.stdout
+
+
+def test_models_path_prints_the_installed_file_or_one_line_why_not():
+    from agent.model_files import chat_model_path
+
+    ok = CliRunner().invoke(cli, ["models", "path", "smollm2"])
+    assert ok.exit_code == 0 and ok.stdout.strip() == str(chat_model_path("smollm2"))
+    missing = CliRunner().invoke(cli, ["models", "path", "/nowhere/model.gguf"])
+    assert missing.exit_code == 2 and "no such file" in missing.stderr and "\n" not in missing.stderr.strip()

@@ -208,7 +208,7 @@ def test_an_answer_its_sources_its_thread_and_feedback(kb, embedder):
                             400)
         status = client.get("/v1/kaizen/status", headers=AUTH).json()
         assert status["kb"]["documents"]["active"] == 3 and status["kb"]["active_kb_version"]["id"]
-        assert status["serve"] == {"model": "fake-llm", "answering": 0, "waiting": 0, "queue_size": 4}
+        assert status["serve"] == {"model": "fake-llm", "answering": 0, "waiting": 0, "queue_size": 4, "concurrency": 1}
         assert isinstance(status["grading_queue"], list)
 
 

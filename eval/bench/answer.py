@@ -443,6 +443,12 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
 
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    from agent.settings import AgentSettings
+    from store.settings import ConfigError
+
+    if AgentSettings().llm_url:  # the raw baseline is a call on the loaded llama.cpp model itself
+        raise ConfigError("KAIZEN_LLM_URL is set: kaizen bench answer times raw llama.cpp calls on the in-process "
+                          "model; unset it")
 
     from .corpus import article_file, bench_store, ingest_corpus, load_average
 

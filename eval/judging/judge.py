@@ -229,9 +229,10 @@ class LlamaJudge(InstructorBaseRagasLLM):
 
 def load_judge(model_path: str | Path | None = None, max_tokens: int | None = None, *,
                settings: EvalSettings | None = None, agent_settings=None) -> LlamaJudge:
-    """The configured judge: `model_path`, else KAIZEN_JUDGE_MODEL, else the chat model (the same loaded
-    instance the agent uses in this process). `settings` / `agent_settings` default to EvalSettings() /
-    AgentSettings() (the judge is a long-lived object, loaded once per process)."""
+    """The configured judge: `model_path`, else the server of KAIZEN_JUDGE_URL, else KAIZEN_JUDGE_MODEL, else the
+    chat model (the same loaded instance, or the same model server, the agent uses in this process).
+    `settings` / `agent_settings` default to EvalSettings() / AgentSettings() (the judge is a long-lived object,
+    loaded once per process)."""
     from agent.llm import LLMSettings, get_llm
     from agent.model_files import chat_model_path, judge_model_path
     from agent.settings import AgentSettings
@@ -240,11 +241,14 @@ def load_judge(model_path: str | Path | None = None, max_tokens: int | None = No
     agent_settings = agent_settings or AgentSettings()
     llm_settings = LLMSettings.from_settings(agent_settings)
     if model_path is not None:
-        path = chat_model_path(model_path, "--judge-model")
-    else:
+        llm_settings = dataclasses.replace(llm_settings, url=None,
+                                           model_path=chat_model_path(model_path, "--judge-model"))
+    elif settings.judge_url is not None:
+        llm_settings = dataclasses.replace(llm_settings, url=settings.judge_url, model_path=None)
+    elif settings.judge_model is not None or llm_settings.url is None:
         path = judge_model_path(settings.judge_model, agent_settings.chat_model)
-    if path.resolve() != chat_model_path(agent_settings.chat_model).resolve():
-        llm_settings = dataclasses.replace(llm_settings, model_path=path)
+        if llm_settings.url is not None or path.resolve() != chat_model_path(agent_settings.chat_model).resolve():
+            llm_settings = dataclasses.replace(llm_settings, url=None, model_path=path)
     return LlamaJudge(get_llm(llm_settings), max_tokens=max_tokens or settings.judge_max_tokens,
                       context_tokens=settings.judge_context_tokens)
 
