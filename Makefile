@@ -13,7 +13,7 @@ MODELS ?= $(if $(filter smollm2,$(KAIZEN_CHAT_MODEL)),smollm2,smollm2 qwen2.5-1.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chat test test-fast lint bench bench-retrieval bench-answer bench-judge bench-recovery bench-soak docs clean
+.PHONY: install chat test test-fast lint bench bench-retrieval bench-answer bench-judge bench-recovery bench-soak bench-serve docs clean
 
 install: $(STAMP)
 
@@ -76,6 +76,11 @@ bench-recovery: install
 bench-soak: install
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/kaizen bench soak --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/soak-clapnq.json
+
+# kaizen serve, two workers and four clients, over one model server and over a model in every process.
+bench-serve: install
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/kaizen bench serve --corpus $(DATA)/clapnq/corpus.jsonl --questions $(DATA)/clapnq/questions.dev.jsonl --json > $(BENCH_OUT)/serve-clapnq.json
 
 # Regenerate the generated pages in docs/ (CLI, configuration, schema, graph) from the code; tests/test_docs.py checks them.
 docs: install

@@ -1,4 +1,4 @@
-"""`kaizen bench retrieval|scale|answer|judge|recovery|soak`: the benchmarks of eval/bench/, printed.
+"""`kaizen bench retrieval|scale|answer|judge|recovery|soak|serve`: the benchmarks of eval/bench/, printed.
 
 Each eval.bench module's `run(...)` returns its result as a dict (the `--json` output); the tables here are the
 text view of it."""
@@ -229,6 +229,62 @@ def register_commands(cli: click.Group) -> None:
             print_json(result)
         else:
             print_soak_summary(result)
+        return 0 if result["ok"] else 1
+
+    _serve_command(bench_group)
+
+
+def _serve_command(bench_group: click.Group) -> None:
+    @bench_group.command(name="serve")
+    @click.option("--corpus", default=str(SHARED_DATA / "clapnq" / "corpus.jsonl"),
+                  help="the corpus (../shared/data format, JSONL; default: ../shared/data/clapnq/corpus.jsonl)")
+    @click.option("--questions", default=str(SHARED_DATA / "clapnq" / "questions.dev.jsonl"),
+                  help="the questions the clients ask in turn (default: ../shared/data/clapnq/questions.dev.jsonl)")
+    @click.option("--requests", type=int, default=24, show_default=True, help="questions asked per backend")
+    @click.option("--clients", type=int, default=4, show_default=True, help="clients asking at once")
+    @click.option("--workers", type=int, default=2, show_default=True, help="`kaizen worker` processes grading")
+    @click.option("--backend", "backends", multiple=True, type=click.Choice(["server", "in-process"]),
+                  help="run only this backend (repeatable; default: both, in one run)")
+    @click.option("--metrics", default="answer_relevancy", show_default=True,
+                  help="comma-separated metrics the workers grade each answer with (KAIZEN_EVAL_METRICS)")
+    @click.option("--drain-seconds", type=float, default=900.0, show_default=True,
+                  help="how long the workers may take to grade what is left after the asking")
+    @click.option("--home", help=HOME_HELP)
+    @click.option("--output", help="also write the JSON result to this file")
+    @json_option
+    def serve_bench_command(corpus: str, questions: str, requests: int, clients: int, workers: int,
+                            backends: tuple[str, ...], metrics: str, drain_seconds: float, home: str | None,
+                            output: str | None, as_json: bool) -> int:
+        """kaizen serve, its workers and the model: one model server against a model in every process
+
+        Per backend (a llama-cpp-python model server that `kaizen serve` and the workers share through
+        KAIZEN_LLM_URL; or each process loading its own model), `kaizen serve` and the workers run as real
+        processes while CLIENTS openai clients ask REQUESTS questions, streaming: requests/minute, p50/p95
+        latency and time to first token, errors; afterwards every answer graded exactly once and no job lost or
+        run twice. Exits 1 when a check fails."""
+        from eval.bench.serve import BACKENDS, run
+
+        if requests < 1 or clients < 1 or workers < 0:
+            raise SystemExit("--requests and --clients must be at least 1, --workers at least 0")
+        progress = None if as_json else (lambda message: err.print(f"[dim]{message}[/dim]"))
+        result = run(corpus, questions, requests=requests, clients=clients, workers=workers, home=home,
+                     metrics=metrics, backends=backends or BACKENDS, drain_seconds=drain_seconds, progress=progress)
+        if output:
+            Path(output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if as_json:
+            print_json(result)
+        else:
+            print_table(["backend", "answered", "errors", "requests/min", "latency p50 / p95 ms",
+                         "first token p50 / p95 ms"],
+                        [[name, b["answered"], b["errors"], b["requests_per_minute"],
+                          f"{b['latency_ms']['p50']} / {b['latency_ms']['p95']}",
+                          f"{b['ttft_ms']['p50']} / {b['ttft_ms']['p95']}"] for name, b in result["backends"].items()],
+                        title="kaizen serve")
+            i, j = result["interactions"], result["jobs"]
+            out.print(f"server / in-process requests per minute: {result['server_vs_in_process']} · answers "
+                      f"{i['recorded']} recorded, {i['graded']} graded, {i['duplicate_grades']} graded twice · jobs "
+                      f"{j['lost']} lost, {j['run_twice']} run twice · "
+                      f"{'all checks passed' if result['ok'] else 'CHECKS FAILED'}")
         return 0 if result["ok"] else 1
 
 

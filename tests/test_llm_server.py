@@ -282,3 +282,27 @@ def test_kaizen_serve_over_a_model_server_answers_several_questions_at_once(stor
 
     assert models == [chat_model_path("smollm2").name]
     clean_agent_tables(store)
+
+
+def test_bench_serve_in_reduced_form_answers_and_grades_everything_once(kaizen_env, tmp_path, monkeypatch):
+    """`kaizen bench serve` on a few documents and the small model: both backends answer every request, each
+    answer is graded once, no job is lost, and the figures are there."""
+    from eval.bench.serve import run
+    from tests.support.worker import CORPUS, QUESTIONS, write_jsonl
+
+    for name, value in {"KAIZEN_CHAT_MODEL": "smollm2", "KAIZEN_LLM_MAX_TOKENS": "64",
+                        "KAIZEN_MAX_REGENERATIONS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    result = run(str(write_jsonl(tmp_path / "corpus.jsonl", CORPUS)),
+                 str(write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)), requests=3, clients=2, workers=1,
+                 home=str(tmp_path / "home"), drain_seconds=300)
+    assert result["ok"], result
+    for name in ("server", "in-process"):
+        backend = result["backends"][name]
+        assert backend["answered"] == 3 and backend["errors"] == 0, backend
+        assert backend["requests_per_minute"] > 0 and backend["latency_ms"]["p50"] > 0
+        assert backend["ttft_ms"]["p50"] is not None and backend["queue_drained"]
+    assert result["server_vs_in_process"] > 0
+    answers = result["interactions"]
+    assert answers["recorded"] == 8 and answers["graded"] == 8  # 3 + 3 and a warm-up per backend
+    assert answers["duplicate_grades"] == 0 and result["jobs"]["lost"] == 0 and result["jobs"]["run_twice"] == 0
