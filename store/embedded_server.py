@@ -165,7 +165,9 @@ def start(pgdata: Path, *, ephemeral: bool = False) -> str:
 
     if pgdata.exists():
         with PostgresServer._lock:
-            _prune_stale_handles(pgdata)
+            # A second Store of this process on the same server must keep this process's handle: pgserver hands
+            # back the instance it has and would not count this process again.
+            _prune_stale_handles(pgdata, keep_self=pgdata in PostgresServer._instances)
     # A SIGTERM while pgserver starts the server, before it counts this process as a user, would leave a server
     # that nobody stops: the signal waits until the start is over (its handler then raises as usual).
     with _sigterm_held():

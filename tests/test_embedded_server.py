@@ -73,3 +73,20 @@ def test_the_last_user_stops_the_server_even_after_another_user_was_killed(tmp_p
     while psutil.pid_exists(postmaster) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not psutil.pid_exists(postmaster), "the server outlived its last user"
+
+
+@pytest.mark.slow
+def test_a_second_store_in_the_same_process_keeps_its_handle(store):
+    """Opening another Store on the running server (an Agent made without one, say) must not take this
+    process out of the handle file: the next child to exit would think it was the last user and stop the
+    server under us."""
+    from store.database import Store
+
+    handle = store.settings.pgdata / ".handle_pids.json"
+    assert os.getpid() in json.loads(handle.read_text())
+    second = Store(store.settings)
+    try:
+        assert os.getpid() in json.loads(handle.read_text())
+    finally:
+        second.close()
+    assert os.getpid() in json.loads(handle.read_text())
