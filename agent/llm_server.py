@@ -15,7 +15,7 @@ graph, the judge and the repair actions use one code path whichever answers:
 
 On start (`ServerLLM(settings)`) the server is asked what it supports; `missing` lists what it lacks and `notice`
 says it in one line (the CLI prints it). A server that does not answer is one LLMError naming KAIZEN_LLM_URL.
-Requests run concurrently: the server schedules them, so `lock` is only for callers that need the model alone.
+Requests run concurrently: the server schedules them (there is no lock, unlike the in-process model).
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ class ServerLLM(Streaming):
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.http = http or httpx.Client(base_url=self.url, headers=headers,
                                          timeout=httpx.Timeout(settings.timeout, connect=10.0))
-        self.lock = threading.RLock()
         self.calls: list[Usage] = []
         self._calls_lock = threading.Lock()
         self.features = self._probe()
@@ -213,9 +212,6 @@ class ServerLLM(Streaming):
             return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
         return {"type": "json_object", "schema": schema}
 
-    def missing(self) -> list[str]:
-        return list(self.features.missing)
-
     @property
     def notice(self) -> str | None:
         """One line for the person starting Kaizen when the server lacks something the in-process model has."""
@@ -275,12 +271,6 @@ class ServerLLM(Streaming):
         """The prompt's tokens: each message's text plus a few for its role markers (the server applies its chat
         template; what it really read is recorded from its reply)."""
         return sum(self.count_tokens(str(m.get("content") or "")) + 5 for m in messages) + 3
-
-    def check_fits(self, prompt_len: int, max_tokens: int) -> None:
-        if prompt_len + max_tokens > self.n_ctx:
-            raise ContextOverflow(
-                f"the prompt ({prompt_len} tokens) plus the reply ({max_tokens}) do not fit the model server's "
-                f"context window of {self.n_ctx} tokens: lower KAIZEN_LLM_MAX_TOKENS or serve a longer context")
 
     def warm(self, messages: Sequence[dict]) -> int:
         """Have the server read `messages` into its prompt cache now (one generated token)."""

@@ -61,7 +61,7 @@ def test_on_start_it_finds_what_the_server_supports(remote):
     assert features.tokenizer is not None and features.tokenizer[0] == "/extras/tokenize"
     assert remote.name == chat_model_path("smollm2").name  # so the per-model defaults apply as in-process
     # llama-cpp-python's server does not say its context window: that alone is reported missing
-    assert len(remote.missing()) == 1 and "context window" in remote.missing()[0], remote.missing()
+    assert len(remote.features.missing) == 1 and "context window" in remote.features.missing[0], remote.features
     assert "\n" not in remote.notice and remote.url in remote.notice
 
 

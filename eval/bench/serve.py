@@ -29,7 +29,7 @@ from pathlib import Path
 BACKENDS = ("server", "in-process")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -51,23 +51,19 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float, ok=(
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    low, high = int(k), min(int(k) + 1, len(values) - 1)
-    return round(values[low] + (values[high] - values[low]) * (k - low), 1)
+def model_server_command(model: Path, port: int, threads: int, ctx: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1:`port` (docs/serve.md: a streaming answer is not
+    cut short when another request arrives)."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port",
+            str(port), "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            "--interrupt_requests", "False"]
 
 
 def start_model_server(model: Path, log: Path, threads: int, ctx: int) -> tuple[subprocess.Popen, str]:
-    """llama-cpp-python's OpenAI-compatible server on a free port of 127.0.0.1: (process, its URL)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-         "--interrupt_requests", "False"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    """The model server on a free port: (process, its URL)."""
+    port = free_port()
+    proc = subprocess.Popen(model_server_command(model, port, threads, ctx), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/v1/models", proc, "the model server", 300)
     return proc, url
@@ -120,6 +116,12 @@ def ask_all(base_url: str, key: str, questions: list[str], requests: int, client
 
 
 def summarize(rows: list[dict], seconds: float) -> dict:
+    from eval.metrics import percentile as nearest_rank
+
+    def percentile(values: list[float], q: float) -> float | None:
+        value = nearest_rank(values, q)
+        return None if value is None else round(value, 1)
+
     ok = [r for r in rows if not r["error"]]
     latency = [r["ms"] for r in ok]
     ttft = [r["ttft_ms"] for r in ok if r["ttft_ms"] is not None]
@@ -181,7 +183,7 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
                     env["KAIZEN_LLM_URL"] = url
                     if concurrency:
                         env["KAIZEN_SERVE_CONCURRENCY"] = str(concurrency)
-                port = _free_port()
+                port = free_port()
                 serve = subprocess.Popen(_kaizen("serve", "--port", str(port)), env=env,
                                          stdout=open(log_dir / f"serve-{backend}.log", "w"),
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -241,4 +243,4 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
         }
 
 
-__all__ = ["run", "summarize", "percentile", "BACKENDS"]
+__all__ = ["run", "summarize", "free_port", "model_server_command", "start_model_server", "BACKENDS"]

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.serve import free_port
+from eval.bench.serve import free_port, model_server_command
 from tests.support.worker import wait_for
 
 
@@ -18,9 +17,7 @@ class ModelServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-                   "--n_threads_batch", str(threads), "--interrupt_requests", "False"]
+        command = model_server_command(model, self.port, threads, n_ctx)
         if api_key:
             command += ["--api_key", api_key]
         self.proc = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT)

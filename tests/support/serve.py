@@ -14,15 +14,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from eval.bench.serve import free_port
 from tests.support.agent import FakeLLM, FakeStream
 from tests.support.common import REPO
 from tests.support.worker import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServeProcess:
