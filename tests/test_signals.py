@@ -153,7 +153,9 @@ def test_a_second_sigterm_hands_the_job_back_and_stops_the_server(tmp_path):
         url = server_url(pgdata).replace("postgresql://", "postgresql+psycopg://", 1)
         job = defer(types.SimpleNamespace(url=url), "evaluate_interaction", interaction_id=interaction)
         close_deferrers()
-        wait_for(lambda: query(pgdata, "SELECT 1 FROM procrastinate_jobs WHERE status = 'doing'"), 60, "the job")
+        # the grading job itself, not a minutely housekeeping job (queue_ungraded) that happens to be running
+        wait_for(lambda: query(pgdata, "SELECT 1 FROM procrastinate_jobs WHERE status = 'doing' "
+                                       "AND task_name = 'evaluate_interaction'"), 60, "the job")
         worker.send_signal(signal.SIGTERM)
         wait_for(lambda: "stopping after the running job" in log.read_text(), 10, "the first signal")
         started = time.monotonic()
