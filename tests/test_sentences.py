@@ -23,3 +23,18 @@ def test_short_pieces_join_the_next_sentence_or_the_last():
 def test_blank_text_has_no_sentences_and_text_without_punctuation_is_one():
     assert split_sentences(" \n\t ") == []
     assert split_sentences("no punctuation at all here") == ["no punctuation at all here"]
+
+
+def test_a_full_stop_after_an_abbreviation_ends_nothing():
+    assert split_sentences("Point it at a server, e.g. http://127.0.0.1:8080 here. Google Inc. は会社です。") == [
+        "Point it at a server, e.g. http://127.0.0.1:8080 here.", "Google Inc. は会社です。"]
+
+
+def test_a_markdown_table_row_is_one_unit_whatever_its_cells_hold():
+    table = ("| variable | meaning |\n|---|---|\n"
+             "| `KAIZEN_LLM_URL` | a model server, e.g. http://127.0.0.1:8080. Then no model is loaded. |\n"
+             "After the table. A sentence.")
+    assert split_sentences(table) == [
+        "| variable | meaning |", "|---|---|",
+        "| `KAIZEN_LLM_URL` | a model server, e.g. http://127.0.0.1:8080. Then no model is loaded. |",
+        "After the table.", "A sentence."]
