@@ -1,12 +1,13 @@
-"""Hybrid retrieval in one SQL query: HNSW vector and BM25 full-text candidates fused by a convex combination of
-their normalised scores (or, with KAIZEN_FUSION=rrf, by reciprocal rank fusion).
+"""Hybrid retrieval in one SQL query: HNSW vector and BM25 full-text candidates fused by a convex combination of their
+normalised scores (or, with KAIZEN_FUSION=rrf, by reciprocal rank fusion).
 
-PostgreSQL's ts_rank has no inverse document frequency, and IDF is most of what makes keyword search work, so
-the full-text side is a real Okapi BM25 computed in SQL: the GIN index finds the candidate chunks, document
-frequencies are counted per query term through the same index, and term frequencies come from the stored
-tsvector's positions. Japanese and other CJK text is searched through character bigrams, and Japanese also
-through its content words (store.lexical); a query is prepared with the lexical scheme of the KB version it
-searches, so a KB indexed before a scheme change still matches.
+PostgreSQL's ts_rank has no inverse document frequency, and IDF is most of what makes keyword search work, so the
+full-text side is a real Okapi BM25 computed in SQL: the GIN index finds the candidate chunks, document frequencies,
+the version's chunk count and their average length are kept by triggers as chunks are written (kb_term_stats and
+kb_version_stats, migrations 0011-0012), and term frequencies come from the stored tsvector's positions. A filtered
+search scores with the whole version's statistics, as Lucene does. Japanese and other CJK text is searched through
+character bigrams, and Japanese also through its content words (store.lexical); a query is prepared with the lexical
+scheme of the KB version it searches, so a KB indexed before a scheme change still matches.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ CJK_BM25_B = 0.3
 VECTOR_POOL_FACTOR = 4
 # Terms in more than this share of chunks do not select candidates (they still score the candidates).
 COMMON_TERM_SHARE = 0.5
+# Candidates come from the rarest query terms: terms join, rarest first, while the chunks they select add up to no
+# more than this (the rarest always selects). On thousands of chunks nearly every selective term fits; at a
+# million, the common ones would make most of the table a candidate. Every term still scores the candidates.
+CANDIDATE_POSTINGS = 5000
 
 
 class SearchError(KaizenError, ValueError):
@@ -94,8 +99,8 @@ def _vector_cte(version: KBVersion, filters: Filters, exact: bool) -> str:
     dim = int(version.embedding_dim)
     query = f"CAST(:qvec AS vector({dim}))"
     distance = f"(c.embedding::vector({dim}) <=> {query})"
-    # With a filter, an approximate index scan followed by the filter can return too few rows (pgvector < 0.8
-    # has no iterative scan), so filtered searches rank exactly: "+ 0" keeps the planner off the HNSW index.
+    # With a filter, an approximate index scan followed by the filter can return too few rows: before pgvector
+    # 0.8 (no iterative scan) filtered searches rank exactly, "+ 0" keeping the planner off the HNSW index.
     order = f"{distance} + 0" if exact else distance
     return f"""
     vector_pool AS (
@@ -124,24 +129,28 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
         FROM unnest(to_tsvector(CAST(:config AS regconfig), :qlex)) u
     ),
     corpus AS (
-        SELECT count(*)::float8 AS n, greatest(avg(c.lexical_length), 1)::float8 AS avgdl
-        FROM chunks c WHERE c.kb_version = {v} {filters.sql()}
+        SELECT coalesce(max(st.chunks), 0)::float8 AS n,
+               greatest(coalesce(max(st.lexical_length)::float8 / nullif(max(st.chunks), 0), 1), 1) AS avgdl
+        FROM kb_version_stats st WHERE st.kb_version = {v}
     ),
     term_stats AS (
-        SELECT t.term, t.tsq, df.df,
-               ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5)) AS idf,
-               df.df <= corpus.n * {COMMON_TERM_SHARE} AS selective
+        SELECT t.term, t.tsq, ks.df::float8 AS df,
+               ln(1 + (corpus.n - ks.df + 0.5) / (ks.df + 0.5)) AS idf,
+               ks.df <= corpus.n * {COMMON_TERM_SHARE} AS selective
         FROM query_terms t CROSS JOIN corpus
-        CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM chunks c
-                            WHERE c.kb_version = {v} AND c.tsv @@ t.tsq {filters.sql()}) df
-        WHERE df.df > 0
+        JOIN kb_term_stats ks ON ks.kb_version = {v} AND ks.term = t.term
+    ),
+    selecting AS (
+        SELECT term FROM (
+            SELECT term, selective, row_number() OVER (ORDER BY df, term) AS nth,
+                   sum(df) OVER (ORDER BY df, term) AS running
+            FROM term_stats) r
+        WHERE nth = 1 OR (running <= {CANDIDATE_POSTINGS}
+                          AND (selective OR NOT EXISTS (SELECT 1 FROM term_stats WHERE selective)))
     ),
     candidate_query AS (
-        SELECT coalesce(
-            (SELECT tsquery_or_agg FROM (SELECT string_agg(quote_literal(term), ' | ') AS tsquery_or_agg
-                                          FROM term_stats WHERE selective) s WHERE tsquery_or_agg IS NOT NULL),
-            (SELECT string_agg(quote_literal(term), ' | ') FROM term_stats)
-        ) AS q
+        SELECT string_agg(quote_literal(term), ' | ') AS q, (SELECT array_agg(term) FROM term_stats) AS terms
+        FROM selecting
     ),
     text_hits AS (
         SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score
@@ -152,10 +161,13 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
                           + :k1 * (1 - :b + :b * c.lexical_length / corpus.avgdl))) AS score
             FROM chunks c
             CROSS JOIN corpus
-            CROSS JOIN LATERAL unnest(c.tsv) u
+            CROSS JOIN candidate_query cq
+            -- only the query's terms of the chunk's tsvector (weight A marks them, ts_filter keeps them): a chunk
+            -- has a hundred-odd lexemes, a query a handful, and unnesting them all is most of the cost
+            CROSS JOIN LATERAL unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', cq.terms), '{{a}}')) u
             JOIN term_stats ts ON ts.term = u.lexeme
             WHERE c.kb_version = {v} {filters.sql()}
-              AND c.tsv @@ CAST((SELECT q FROM candidate_query) AS tsquery)
+              AND c.tsv @@ CAST(cq.q AS tsquery)
             GROUP BY c.id
             ORDER BY score DESC, c.id
             LIMIT :candidates
@@ -260,9 +272,28 @@ def search(
         vec = query_vector if query_vector is not None else embedder.embed_queries([query])[0]
         params["qvec"] = np.asarray(vec, dtype=np.float32)  # a `vector`, through pgvector's adapter
         session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(max(40, min(1000, pool)))}"))
-    sql = build_query(version, mode, filters, exact_vectors=filters.active, fusion=settings.fusion)
+    exact = filters.active and mode != "text" and not iterative_scans(session)
+    if filters.active and not exact and mode != "text":
+        # pgvector >= 0.8 goes on scanning the index until enough rows pass the filter (the pool is re-scored
+        # and re-ordered by the query anyway, so relaxed order loses nothing)
+        session.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    sql = build_query(version, mode, filters, exact_vectors=exact, fusion=settings.fusion)
     rows = session.execute(sa.text(sql), params).all()
     return [SearchHit(*row) for row in rows]
+
+
+ITERATIVE_SCAN_VERSION = (0, 8)
+
+
+def pgvector_version(session: Session) -> tuple[int, ...]:
+    text = session.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    return tuple(int(part) for part in (text or "0").split(".") if part.isdigit())
+
+
+def iterative_scans(session: Session) -> bool:
+    """Whether the server's pgvector has iterative index scans (0.8+), so that a filtered search can use HNSW
+    and still get its rows; the embedded server's 0.6 has not, and ranks filtered searches exactly."""
+    return pgvector_version(session) >= ITERATIVE_SCAN_VERSION
 
 
 def distinct_documents(hits: Sequence[SearchHit]) -> list[SearchHit]:
