@@ -50,15 +50,50 @@ def register_commands(cli: click.Group) -> None:
         return 0
 
     @bench_group.command(name="scale")
-    @click.option("--n", type=int, default=100000, help="vectors (default 100000)")
-    @click.option("--dim", type=int, default=384, help="dimensions (default 384)")
-    @click.option("--queries", type=int, default=200, help="queries (default 200)")
+    @click.option("--n", type=int, default=100000, help="vectors, or with --corpus distractor chunks (default 100000)")
+    @click.option("--dim", type=int, default=384, help="dimensions of the synthetic vectors (default 384)")
+    @click.option("--queries", type=int, default=200, help="synthetic queries (default 200)")
+    @click.option("--corpus", "corpora", multiple=True, type=click.Path(exists=True),
+                  help="a corpus to ingest and recombine (repeat, one per --questions)")
+    @click.option("--questions", "question_sets", multiple=True, type=click.Path(exists=True),
+                  help="its questions with gold ids (repeat, in --corpus order)")
+    @click.option("--per-set", type=int, default=100, help="questions evaluated per set (default 100)")
+    @click.option("--home", type=click.Path(file_okay=False), default=None,
+                  help="keep the --corpus database here; a later run reuses its chunks (default: a temporary one)")
     @json_option
-    def scale_command(n: int, dim: int, queries: int, as_json: bool) -> int:
-        """HNSW on synthetic clustered vectors: insert rate, build time, recall, latency
+    def scale_command(n: int, dim: int, queries: int, corpora: tuple[str, ...], question_sets: tuple[str, ...],
+                      per_set: int, home: str | None, as_json: bool) -> int:
+        """pgvector and the hybrid query at scale, in a throw-away embedded database
 
-        Insert rows/s (binary COPY), HNSW build time, recall@10 against an exact scan of the same vectors and
-        p50/p95 latency for several hnsw.ef_search values, in a throw-away embedded database."""
+        Without --corpus: synthetic clustered vectors; insert rows/s (binary COPY), HNSW build time, recall@10
+        against an exact scan of the same vectors and p50/p95 latency for several hnsw.ef_search values.
+
+        With --corpus/--questions pairs: each corpus is ingested, its questions searched, then --n chunks made
+        of the corpora's own sentences recombined are added and everything is measured again: the whole hybrid
+        query's recall@5 and latency before and after, HNSW recall against exact per ef_search, and filtered
+        searches (source prefix)."""
+        if corpora or question_sets:
+            if len(corpora) != len(question_sets):
+                raise click.UsageError("give one --questions file for each --corpus")
+            from eval.bench.scale import run_corpus
+
+            result = run_corpus(n, list(zip(corpora, question_sets)), per_set, home=home)
+            if as_json:
+                print_json(result)
+                return 0
+            out.print(f"{result['chunks_total']} chunks (pgvector {result['pgvector']}); "
+                      + ", ".join(f"{k} {v}s" for k, v in (result["timings"] or {}).items()))
+            rows = []
+            for entry in result["sets"]:
+                small, large = list(entry.values())[-2:]
+                rows.append([Path(entry["corpus"]).parent.name, (small or {}).get("recall@5"),
+                             large["hybrid"]["recall@5"], large["hybrid_among_real_passages"]["recall@5"],
+                             (small or {}).get("latency_ms_p95"), large["hybrid"]["latency_ms_p95"]])
+            print_table(["set", "recall@5 small", "large", "large, real passages", "p95 ms small", "large"], rows)
+            print_table(["ef_search", "recall@10", "p50 ms", "p95 ms"],
+                        [[ef, m["recall@10"], m["latency_ms_p50"], m["latency_ms_p95"]]
+                         for ef, m in result["vector_by_ef_search"].items()])
+            return 0
         from eval.bench.scale import run
 
         result = run(n, dim, queries)
