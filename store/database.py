@@ -39,7 +39,10 @@ class Capabilities:
     halfvec: bool  # pgvector >= 0.7
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
+ITERATIVE_SCAN_VERSION = (0, 8)  # pgvector's hnsw.iterative_scan
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
     parts = []
     for piece in text.split("."):
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -130,13 +133,13 @@ class Store:
             raise StoreUnavailable(
                 f"the database at {describe_url(self.url)} has no pgvector extension available: install pgvector >= 0.5"
             )
-        if _version_tuple(version) < MIN_PGVECTOR:
+        if version_tuple(version) < MIN_PGVECTOR:
             raise StoreUnavailable(f"pgvector {version} is too old: Kaizen needs 0.5 or newer")
         return Capabilities(
             server_version=server_version,
             pgvector_version=version,
-            iterative_index_scans=_version_tuple(version) >= (0, 8, 0),
-            halfvec=_version_tuple(version) >= (0, 7, 0),
+            iterative_index_scans=version_tuple(version) >= ITERATIVE_SCAN_VERSION,
+            halfvec=version_tuple(version) >= (0, 7, 0),
         )
 
     # -- migrations ----------------------------------------------------------------------------------------

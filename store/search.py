@@ -97,8 +97,7 @@ def _vector_cte(version: KBVersion, filters: Filters, exact: bool) -> str:
     sentence (cosine of the query with every sentence vector of the chunk), the best :candidates kept. Chunks
     without sentence vectors (KB versions built before them) keep their chunk cosine."""
     dim = int(version.embedding_dim)
-    query = f"CAST(:qvec AS vector({dim}))"
-    distance = f"(c.embedding::vector({dim}) <=> {query})"
+    distance = f"(c.embedding::vector({dim}) <=> {_query_vector(dim)})"
     # With a filter, an approximate index scan followed by the filter can return too few rows: before pgvector
     # 0.8 (no iterative scan) filtered searches rank exactly, "+ 0" keeping the planner off the HNSW index.
     order = f"{distance} + 0" if exact else distance
@@ -111,18 +110,54 @@ def _vector_cte(version: KBVersion, filters: Filters, exact: bool) -> str:
     ),
     vector_hits AS (
         SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score
-        FROM (SELECT p.id,
-                     coalesce((1 - :sentence_weight) * p.chunk_score + :sentence_weight * best.score,
-                              p.chunk_score) AS score
-              FROM vector_pool p
-              LEFT JOIN LATERAL (SELECT max(1 - (e::vector({dim}) <=> {query})) AS score
-                                 FROM unnest(p.sentence_embeddings) e) best ON true
+        FROM (SELECT p.id, {_vector_score("p.chunk_score")} AS score
+              FROM vector_pool p {_best_sentence("p", dim)}
               ORDER BY score DESC, p.id LIMIT :candidates) v
     )"""
 
 
+def _query_vector(dim: int) -> str:
+    return f"CAST(:qvec AS vector({dim}))"
+
+
+def _vector_score(chunk_score: str) -> str:
+    """A chunk's vector score: its own cosine blended with its best sentence's (`best`, from _best_sentence)."""
+    return f"coalesce((1 - :sentence_weight) * ({chunk_score}) + :sentence_weight * best.score, {chunk_score})"
+
+
+def _best_sentence(alias: str, dim: int) -> str:
+    return (f"LEFT JOIN LATERAL (SELECT max(1 - (e::vector({dim}) <=> {_query_vector(dim)})) AS score "
+            f"FROM unnest({alias}.sentence_embeddings) e) best ON true")
+
+
+# BM25 of one query term `u` (a lexeme of chunk `c`, with `ts` its term_stats row); summed over the query's terms
+_BM25_TERM = """ts.idf * cardinality(u.positions) * (:k1 + 1)
+                       / (cardinality(u.positions) + :k1 * (1 - :b + :b * c.lexical_length / corpus.avgdl))"""
+# the query's lexemes of chunk `c`'s tsvector (weight A marks them, ts_filter keeps them): a chunk has a hundred-odd
+# lexemes, a query a handful, and unnesting them all is most of the cost
+_QUERY_LEXEMES = """CROSS JOIN corpus CROSS JOIN candidate_query cq
+            CROSS JOIN LATERAL unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', cq.terms), '{a}')) u
+            JOIN term_stats ts ON ts.term = u.lexeme"""
+
+
+def _scored(where: str, v: int, filters: Filters) -> str:
+    """BM25 of the chunks matching `where` (an extra condition), best :candidates first."""
+    return f"""
+            SELECT c.id, sum({_BM25_TERM}) AS score
+            FROM chunks c
+            {_QUERY_LEXEMES}
+            WHERE c.kb_version = {v} {filters.sql()} AND {where}
+            GROUP BY c.id
+            ORDER BY score DESC, c.id
+            LIMIT :candidates"""
+
+
 def _text_ctes(version: KBVersion, filters: Filters) -> str:
     v = int(version.id)
+    both = _scored("(SELECT q_both FROM candidate_query) IS NOT NULL AND c.tsv @@ CAST(cq.q_both AS tsquery)",
+                   v, filters)
+    any_ = _scored("((SELECT q_both FROM candidate_query) IS NULL OR (SELECT count(*) FROM text_both) < :candidates)"
+                   " AND c.tsv @@ CAST(cq.q AS tsquery)", v, filters)
     return f"""
     query_terms AS (
         SELECT DISTINCT u.lexeme AS term, CAST(quote_literal(u.lexeme) AS tsquery) AS tsq
@@ -136,42 +171,35 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
     term_stats AS (
         SELECT t.term, t.tsq, ks.df::float8 AS df,
                ln(1 + (corpus.n - ks.df + 0.5) / (ks.df + 0.5)) AS idf,
-               ks.df <= corpus.n * {COMMON_TERM_SHARE} AS selective
+               ks.df <= corpus.n * {COMMON_TERM_SHARE} AS selective,
+               row_number() OVER (ORDER BY ks.df, t.term) AS nth
         FROM query_terms t CROSS JOIN corpus
         JOIN kb_term_stats ks ON ks.kb_version = {v} AND ks.term = t.term
     ),
     selecting AS (
         SELECT term FROM (
-            SELECT term, selective, row_number() OVER (ORDER BY df, term) AS nth,
-                   sum(df) OVER (ORDER BY df, term) AS running
-            FROM term_stats) r
+            SELECT term, selective, nth, sum(df) OVER (ORDER BY nth) AS running FROM term_stats) r
         WHERE nth = 1 OR (running <= {CANDIDATE_POSTINGS}
                           AND (selective OR NOT EXISTS (SELECT 1 FROM term_stats WHERE selective)))
     ),
     candidate_query AS (
-        SELECT string_agg(quote_literal(term), ' | ') AS q, (SELECT array_agg(term) FROM term_stats) AS terms
-        FROM selecting
+        SELECT (SELECT string_agg(quote_literal(term), ' | ') FROM selecting) AS q,
+               -- the rarest term alone is in more chunks than the bound: its chunks that also hold the next
+               -- rarest are the candidates, and the rest only when those are too few
+               CASE WHEN (SELECT df FROM term_stats WHERE nth = 1) > {CANDIDATE_POSTINGS}
+                    THEN (SELECT string_agg(quote_literal(term), ' & ') FROM term_stats
+                          WHERE nth <= 2 HAVING count(*) = 2)
+               END AS q_both,
+               (SELECT array_agg(term) FROM term_stats) AS terms
+    ),
+    text_both AS ({both}
+    ),
+    text_any AS ({any_}
     ),
     text_hits AS (
         SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score
-        FROM (
-            SELECT c.id,
-                   sum(ts.idf * cardinality(u.positions) * (:k1 + 1)
-                       / (cardinality(u.positions)
-                          + :k1 * (1 - :b + :b * c.lexical_length / corpus.avgdl))) AS score
-            FROM chunks c
-            CROSS JOIN corpus
-            CROSS JOIN candidate_query cq
-            -- only the query's terms of the chunk's tsvector (weight A marks them, ts_filter keeps them): a chunk
-            -- has a hundred-odd lexemes, a query a handful, and unnesting them all is most of the cost
-            CROSS JOIN LATERAL unnest(ts_filter(setweight(setweight(c.tsv, 'D'), 'A', cq.terms), '{{a}}')) u
-            JOIN term_stats ts ON ts.term = u.lexeme
-            WHERE c.kb_version = {v} {filters.sql()}
-              AND c.tsv @@ CAST(cq.q AS tsquery)
-            GROUP BY c.id
-            ORDER BY score DESC, c.id
-            LIMIT :candidates
-        ) scored
+        FROM (SELECT id, max(score) AS score FROM (SELECT * FROM text_both UNION ALL SELECT * FROM text_any) a
+              GROUP BY id ORDER BY score DESC, id LIMIT :candidates) scored
     )"""
 
 
@@ -190,17 +218,35 @@ def build_query(version: KBVersion, mode: str, filters: Filters, exact_vectors: 
         FROM vector_hits v FULL OUTER JOIN text_hits t ON t.id = v.id
     )"""
     elif mode == "hybrid":
-        # Convex combination of the two scores, each normalised over its own candidates: cosine min-max (a
-        # chunk the vector side did not return counts as its minimum), BM25 by its maximum (absent = 0).
-        fused = """
+        # Convex combination of the two scores, each normalised over its own side's candidates: cosine min-max,
+        # BM25 by its maximum, both clamped to [0, 1]. A chunk only one side found gets the other side's score
+        # computed for it (its cosine, its BM25), not a zero: at a million chunks the approximate vector index
+        # misses passages that full text finds, and the other way round.
+        dim = int(version.embedding_dim)
+        fused = f"""
     vector_range AS (SELECT min(score) AS lo, max(score) AS hi FROM vector_hits),
     text_range AS (SELECT max(score) AS hi FROM text_hits),
+    vector_fill AS (
+        SELECT t.id, {_vector_score(f"1 - (c.embedding::vector({dim}) <=> {_query_vector(dim)})")} AS score
+        FROM text_hits t JOIN chunks c ON c.id = t.id {_best_sentence("c", dim)}
+        WHERE NOT EXISTS (SELECT 1 FROM vector_hits v WHERE v.id = t.id)
+    ),
+    text_fill AS (
+        SELECT v.id, sum({_BM25_TERM}) AS score
+        FROM vector_hits v JOIN chunks c ON c.id = v.id
+        {_QUERY_LEXEMES}
+        WHERE NOT EXISTS (SELECT 1 FROM text_hits t WHERE t.id = v.id)
+        GROUP BY v.id
+    ),
     fused AS (
         SELECT coalesce(v.id, t.id) AS id,
-               :alpha * coalesce((v.score - vr.lo) / nullif(vr.hi - vr.lo, 0), CASE WHEN v.id IS NULL THEN 0 ELSE 1 END)
-               + (1 - :alpha) * coalesce(t.score / nullif(tr.hi, 0), 0) AS score,
+               :alpha * least(greatest(coalesce((coalesce(v.score, vf.score) - vr.lo) / nullif(vr.hi - vr.lo, 0),
+                                                CASE WHEN v.id IS NULL THEN 0 ELSE 1 END), 0), 1)
+               + (1 - :alpha) * least(coalesce(coalesce(t.score, tf.score) / nullif(tr.hi, 0), 0), 1) AS score,
                v.rank AS vector_rank, t.rank AS text_rank, v.score AS vector_score, t.score AS text_score
         FROM vector_hits v FULL OUTER JOIN text_hits t ON t.id = v.id
+        LEFT JOIN vector_fill vf ON vf.id = t.id
+        LEFT JOIN text_fill tf ON tf.id = v.id
         CROSS JOIN vector_range vr CROSS JOIN text_range tr
     )"""
     elif mode == "vector":
@@ -282,18 +328,13 @@ def search(
     return [SearchHit(*row) for row in rows]
 
 
-ITERATIVE_SCAN_VERSION = (0, 8)
-
-
-def pgvector_version(session: Session) -> tuple[int, ...]:
-    text = session.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
-    return tuple(int(part) for part in (text or "0").split(".") if part.isdigit())
-
-
 def iterative_scans(session: Session) -> bool:
     """Whether the server's pgvector has iterative index scans (0.8+), so that a filtered search can use HNSW
     and still get its rows; the embedded server's 0.6 has not, and ranks filtered searches exactly."""
-    return pgvector_version(session) >= ITERATIVE_SCAN_VERSION
+    from .database import ITERATIVE_SCAN_VERSION, version_tuple
+
+    text = session.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    return version_tuple(text or "0") >= ITERATIVE_SCAN_VERSION
 
 
 def distinct_documents(hits: Sequence[SearchHit]) -> list[SearchHit]:

@@ -88,6 +88,43 @@ def test_candidates_come_from_the_rarest_terms_within_the_postings_bound(clean_s
     assert [h.source_id for h in rarest_only] == ["copper"]  # the rarest term always selects
 
 
+@pytest.fixture
+def overlapping(tmp_path):
+    """alpha in x and y; bravo in y and two more; charlie five times in x and in two others."""
+    texts = {"x": "alpha charlie charlie charlie charlie charlie", "y": "alpha bravo", "z": "bravo charlie",
+             "w": "bravo delta", "v": "charlie echo"}
+    texts.update({f"f{i}": f"filler text number {i}, about nothing much at all" for i in range(11)})
+    path = tmp_path / "overlapping.jsonl"
+    path.write_text("\n".join(json.dumps({"id": k, "title": "Note", "text": t}) for k, t in texts.items()),
+                    encoding="utf-8")
+    return path
+
+
+def test_a_rarest_term_past_the_bound_takes_the_chunks_that_also_hold_the_next(clean_store, embedder, overlapping,
+                                                                              monkeypatch):
+    from store.settings import StoreSettings
+
+    ingest(clean_store, embedder, [str(overlapping)])
+    query = "alpha bravo charlie"
+    with clean_store.session() as s:
+        by_hand = _bm25_by_hand(s, query)
+        unbounded = search(s, embedder, query, k=1, mode="text")
+    assert by_hand["x"] > by_hand["y"] and unbounded[0].source_id == "x"  # x's five charlies outweigh y's bravo
+    # alpha (2 chunks) is past a bound of 1: the candidates are the chunks with alpha and bravo, the next rarest
+    monkeypatch.setattr(search_module, "CANDIDATE_POSTINGS", 1)
+    one = StoreSettings.defaults(candidates=1)
+    with clean_store.session() as s:
+        both = search(s, embedder, query, k=1, mode="text", settings=one)
+        assert [h.source_id for h in both] == ["y"]
+        assert both[0].text_score == pytest.approx(by_hand["y"], rel=1e-6)
+        # too few of those for the candidates wanted: the rarest term's other chunks join them
+        two = StoreSettings.defaults(candidates=2)
+        refilled = search(s, embedder, query, k=2, mode="text", settings=two)
+        assert [h.source_id for h in refilled] == ["x", "y"]
+        # no chunk holds both: the rarest term's chunks, as without the bound
+        assert {h.source_id for h in search(s, embedder, "alpha filler", k=5, mode="text", settings=one)} == {"x", "y"}
+
+
 def _stats_by_count(session) -> dict:
     return {row[0]: (row[1], row[2]) for row in session.execute(sa.text(
         "SELECT kb_version, count(*), sum(lexical_length) FROM chunks GROUP BY kb_version"))}
@@ -149,3 +186,26 @@ def test_the_bm25_statistics_follow_every_write_and_a_rollback(clean_store, embe
         s.execute(sa.text("TRUNCATE chunks CASCADE"))
     with clean_store.session() as s:
         assert _stats_kept(s) == {} and _df_kept(s) == {}
+
+
+def test_a_chunk_one_side_missed_is_fused_with_its_score_on_the_other(clean_store, embedder, reports):
+    from store.settings import StoreSettings
+
+    ingest(clean_store, embedder, [str(reports)])
+    query = "harbour market prices"
+    two = StoreSettings.defaults(candidates=2)
+    with clean_store.session() as s:
+        vector = {h.source_id: h.score for h in search(s, embedder, query, k=12, mode="vector")}
+        text_hi = max(h.score for h in search(s, embedder, query, k=2, mode="text", settings=two))
+        bm25 = _bm25_by_hand(s, query)
+        hits = search(s, embedder, query, k=2, settings=two)
+    # each side's two best are its candidates, and normalise the scores
+    lo, hi = sorted(vector.values(), reverse=True)[1], max(vector.values())
+    alpha = two.vector_alpha
+    for h in hits:
+        expected = (alpha * min(max((vector[h.source_id] - lo) / (hi - lo), 0), 1)
+                    + (1 - alpha) * min(bm25.get(h.source_id, 0.0) / text_hi, 1))
+        assert h.score == pytest.approx(expected, rel=1e-6)
+    # the case that matters: a chunk only the vector side returned still gets its BM25 ("harbour" is in most
+    # chunks, so it selects none, but it scores them)
+    assert any(h.text_rank is None and bm25.get(h.source_id, 0) > 0 for h in hits)
