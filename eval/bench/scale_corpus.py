@@ -59,14 +59,14 @@ def language(text: str) -> str:
 
 def collect_material(session, version, exclude_source_ids: set[str]) -> dict[str, Material]:
     """Every sentence of the active chunks (with its stored vector), by language and document in order, less the
-    excluded documents'."""
+    excluded documents' and the distractors' (a kept --home has them)."""
     from store.lexical import lexical_text
     from store.sentences import split_sentences
 
     rows = session.execute(sa.text(
         "SELECT d.id, d.source_id, d.title, c.search_text, c.sentence_embeddings FROM chunks c "
-        "JOIN documents d ON d.id = c.document_id WHERE c.kb_version = :v ORDER BY d.id, c.ordinal"),
-        {"v": version.id}).all()
+        "JOIN documents d ON d.id = c.document_id WHERE c.kb_version = :v AND NOT starts_with(d.source_uri, :scale) "
+        "ORDER BY d.id, c.ordinal"), {"v": version.id, "scale": URI_PREFIX}).all()
     material: dict[str, Material] = {}
     current = None
     for document_id, source_id, title, search_text, vectors in rows:
