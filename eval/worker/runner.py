@@ -208,13 +208,15 @@ async def _run_once(app, conninfo: str, resources: Resources, *, concurrency: in
                     loop.create_task(_hand_back_and_exit(app, worker, resources.store, signum))
 
             def stop() -> None:  # the first SIGINT/SIGTERM finishes the running job; a second one hands it back
+                # the second signal's handler first: procrastinate has just put the process's own handlers back,
+                # and a second signal landing on those would raise inside the event loop instead of hurrying
+                if install_signal_handlers:
+                    for sig in previous:
+                        loop.add_signal_handler(sig, hurry, sig)
                 asked["stop"] = True
                 log.warning("stopping after the running job (a second SIGINT or SIGTERM stops now and hands it "
                             "back to the queue)")
                 worker.stop()
-                if install_signal_handlers:
-                    for sig in previous:
-                        loop.add_signal_handler(sig, hurry, sig)
 
             try:
                 with signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext():
