@@ -26,7 +26,7 @@ def clustered_vectors(n: int, dim: int, clusters: int, rng: np.random.Generator)
     return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
-def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7) -> dict:
+def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7, m: int = 16, ef_construction: int = 64) -> dict:
     from pgvector.psycopg import register_vector
 
     from store.database import Store
@@ -56,7 +56,7 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7) -> dict:
             raw.execute("SET max_parallel_maintenance_workers = 1")
             started = time.perf_counter()
             raw.execute("CREATE INDEX ON scale_bench USING hnsw (embedding vector_cosine_ops) "
-                        "WITH (m = 16, ef_construction = 64)")
+                        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
             build_seconds = time.perf_counter() - started
             raw.execute("ANALYZE scale_bench")
 
@@ -90,7 +90,7 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7) -> dict:
         "queries": queries,
         "insert_rows_per_second": round(n / insert_seconds, 1),
         "hnsw_build_seconds": round(build_seconds, 2),
-        "hnsw": {"m": 16, "ef_construction": 64},
+        "hnsw": {"m": m, "ef_construction": ef_construction},
         "by_ef_search": by_ef,
         "chosen_ef_search": int(best),
         "recall@10": by_ef[best]["recall@10"],
