@@ -53,10 +53,10 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--n", type=int, default=100000, help="vectors, or with --corpus distractor chunks (default 100000)")
     @click.option("--dim", type=int, default=384, help="dimensions of the synthetic vectors (default 384)")
     @click.option("--queries", type=int, default=200, help="synthetic queries (default 200)")
-    @click.option("--m", "hnsw_m", type=click.IntRange(2, 100), default=16,
-                  help="the synthetic HNSW index's m, links per node (default 16, pgvector's and Kaizen's)")
-    @click.option("--ef-construction", type=click.IntRange(4, 1000), default=64,
-                  help="the synthetic HNSW index's ef_construction (default 64, pgvector's and Kaizen's)")
+    @click.option("--m", "hnsw_m", type=click.IntRange(2, 100), default=None,
+                  help="the synthetic HNSW index's m, links per node (default: what Kaizen builds with)")
+    @click.option("--ef-construction", type=click.IntRange(4, 1000), default=None,
+                  help="the synthetic HNSW index's ef_construction (default: what Kaizen builds with)")
     @click.option("--corpus", "corpora", multiple=True, type=click.Path(exists=True),
                   help="a corpus to ingest and recombine (repeat, one per --questions)")
     @click.option("--questions", "question_sets", multiple=True, type=click.Path(exists=True),
@@ -65,8 +65,9 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--home", type=click.Path(file_okay=False), default=None,
                   help="keep the --corpus database here; a later run reuses its chunks (default: a temporary one)")
     @json_option
-    def scale_command(n: int, dim: int, queries: int, hnsw_m: int, ef_construction: int, corpora: tuple[str, ...],
-                      question_sets: tuple[str, ...], per_set: int, home: str | None, as_json: bool) -> int:
+    def scale_command(n: int, dim: int, queries: int, hnsw_m: int | None, ef_construction: int | None,
+                      corpora: tuple[str, ...], question_sets: tuple[str, ...], per_set: int, home: str | None,
+                      as_json: bool) -> int:
         """pgvector and the hybrid query at scale, in a throw-away embedded database
 
         Without --corpus: synthetic clustered vectors; insert rows/s (binary COPY), HNSW build time, recall@10
@@ -99,7 +100,9 @@ def register_commands(cli: click.Group) -> None:
                          for ef, m in result["vector_by_ef_search"].items()])
             return 0
         from eval.bench.scale import run
+        from store.kb_versions import HNSW_EF_CONSTRUCTION, HNSW_M
 
+        hnsw_m, ef_construction = hnsw_m or HNSW_M, ef_construction or HNSW_EF_CONSTRUCTION
         if ef_construction < 2 * hnsw_m:
             raise click.UsageError("--ef-construction must be at least twice --m")
         result = run(n, dim, queries, m=hnsw_m, ef_construction=ef_construction)

@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from eval.metrics import percentile, score_ranking
+from store.kb_versions import HNSW_EF_CONSTRUCTION, HNSW_M
 
 EF_SEARCH = (40, 80, 160, 320, 640)
 
@@ -26,7 +27,8 @@ def clustered_vectors(n: int, dim: int, clusters: int, rng: np.random.Generator)
     return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
-def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7, m: int = 16, ef_construction: int = 64) -> dict:
+def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7, m: int = HNSW_M,
+        ef_construction: int = HNSW_EF_CONSTRUCTION) -> dict:
     from pgvector.psycopg import register_vector
 
     from store.database import Store
