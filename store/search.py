@@ -160,7 +160,7 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
                    " AND c.tsv @@ CAST(cq.q AS tsquery)", v, filters)
     return f"""
     query_terms AS (
-        SELECT DISTINCT u.lexeme AS term, CAST(quote_literal(u.lexeme) AS tsquery) AS tsq
+        SELECT DISTINCT u.lexeme AS term
         FROM unnest(to_tsvector(CAST(:config AS regconfig), :qlex)) u
     ),
     corpus AS (
@@ -169,7 +169,7 @@ def _text_ctes(version: KBVersion, filters: Filters) -> str:
         FROM kb_version_stats st WHERE st.kb_version = {v}
     ),
     term_stats AS (
-        SELECT t.term, t.tsq, ks.df::float8 AS df,
+        SELECT t.term, ks.df::float8 AS df,
                ln(1 + (corpus.n - ks.df + 0.5) / (ks.df + 0.5)) AS idf,
                ks.df <= corpus.n * {COMMON_TERM_SHARE} AS selective,
                row_number() OVER (ORDER BY ks.df, t.term) AS nth
