@@ -63,27 +63,14 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7, m: int = HNSW
             raw.execute("ANALYZE scale_bench")
 
             exact = np.argsort(-(probe @ data.T), axis=1)[:, :10]
-            by_ef = {}
-            for ef in EF_SEARCH:
-                raw.execute(f"SET hnsw.ef_search = {ef}")
-                latencies, recalls = [], []
-                for qi in range(queries):
-                    t0 = time.perf_counter()
-                    rows = raw.execute("SELECT id FROM scale_bench ORDER BY embedding <=> %s LIMIT 10",
-                                       (probe[qi],)).fetchall()
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    recalls.append(len({r[0] for r in rows} & set(exact[qi].tolist())) / 10)
-                by_ef[str(ef)] = {
-                    "recall@10": round(float(np.mean(recalls)), 4),
-                    "latency_ms_p50": round(percentile(latencies, 0.5), 3),
-                    "latency_ms_p95": round(percentile(latencies, 0.95), 3),
-                }
+            by_ef = _by_ef_search(raw, "SELECT id FROM scale_bench ORDER BY embedding <=> %s LIMIT 10", probe,
+                                  lambda qi, found: len(set(found) & set(exact[qi].tolist())) / 10)
             plan = raw.execute("EXPLAIN SELECT id FROM scale_bench ORDER BY embedding <=> %s LIMIT 10",
                                (probe[0],)).fetchall()
     finally:
         store.close()  # stops the ephemeral server and deletes its data
         shutil.rmtree(home, ignore_errors=True)
-    best = next((ef for ef in map(str, EF_SEARCH) if by_ef[ef]["recall@10"] >= 0.95), str(EF_SEARCH[-1]))
+    best = _chosen_ef_search(by_ef)
     return {
         "benchmark": "scale",
         "n": n,
@@ -102,7 +89,30 @@ def run(n: int, dim: int = 384, queries: int = 200, seed: int = 7, m: int = HNSW
     }
 
 
-def _hnsw_recall(raw, version, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, ef_values) -> dict:
+def _by_ef_search(raw, sql: str, queries: np.ndarray, recall, ef_values=EF_SEARCH) -> dict:
+    """recall@10 and latency of `sql` (a top-10 query by the vector %s) per hnsw.ef_search; `recall(i, ids)` scores
+    query i's result against the exact neighbours."""
+    out = {}
+    for ef in ef_values:
+        raw.execute(f"SET hnsw.ef_search = {int(ef)}")
+        latencies, recalls = [], []
+        for qi in range(len(queries)):
+            t0 = time.perf_counter()
+            found = [r[0] for r in raw.execute(sql, (queries[qi],)).fetchall()]
+            latencies.append((time.perf_counter() - t0) * 1000)
+            recalls.append(recall(qi, found))
+        out[str(ef)] = {"recall@10": round(float(np.mean(recalls)), 4),
+                        "latency_ms_p50": round(percentile(latencies, 0.5), 3),
+                        "latency_ms_p95": round(percentile(latencies, 0.95), 3)}
+    return out
+
+
+def _chosen_ef_search(by_ef: dict) -> str:
+    """The smallest ef_search that reaches recall@10 0.95, else the largest measured."""
+    return next((ef for ef, m in by_ef.items() if m["recall@10"] >= 0.95), list(by_ef)[-1])
+
+
+def _hnsw_recall(raw, version, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray) -> dict:
     """recall@10 of the version's HNSW index against an exact scan of the same vectors, and latency, per ef."""
     dim = vectors.shape[1]
     # Recombined chunks repeat (the same run of sentences drawn twice has the same vector), so a result counts
@@ -110,20 +120,10 @@ def _hnsw_recall(raw, version, ids: np.ndarray, vectors: np.ndarray, queries: np
     sims = queries @ vectors.T
     tenth = -np.partition(-sims, 9, axis=1)[:, 9]
     row_of = {int(i): r for r, i in enumerate(ids)}
-    out = {}
-    for ef in ef_values:
-        raw.execute(f"SET hnsw.ef_search = {int(ef)}")
-        latencies, recalls = [], []
-        for qi in range(len(queries)):
-            t0 = time.perf_counter()
-            rows = raw.execute(f"SELECT id FROM chunks WHERE kb_version = {int(version.id)} "
-                               f"ORDER BY embedding::vector({dim}) <=> %s LIMIT 10", (queries[qi],)).fetchall()
-            latencies.append((time.perf_counter() - t0) * 1000)
-            recalls.append(sum(sims[qi, row_of[r[0]]] >= tenth[qi] - 1e-5 for r in rows) / 10)
-        out[str(ef)] = {"recall@10": round(float(np.mean(recalls)), 4),
-                        "latency_ms_p50": round(percentile(latencies, 0.5), 3),
-                        "latency_ms_p95": round(percentile(latencies, 0.95), 3)}
-    return out
+    sql = (f"SELECT id FROM chunks WHERE kb_version = {int(version.id)} "
+           f"ORDER BY embedding::vector({dim}) <=> %s LIMIT 10")
+    return _by_ef_search(raw, sql, queries,
+                         lambda qi, found: sum(sims[qi, row_of[i]] >= tenth[qi] - 1e-5 for i in found) / 10)
 
 
 def _recall_among_real(store, embedder, questions: list[dict]) -> dict:
@@ -199,7 +199,7 @@ def run_corpus(n: int, sets: list[tuple[str, str]], per_set: int = 100, seed: in
     building a million chunks again; the small-corpus figures then come from the first run)."""
     from pgvector.psycopg import register_vector
 
-    from store.kb_versions import require_active
+    from store.kb_versions import index_name, require_active
 
     from .corpus import bench_store, ingest_corpus, load_average
     from .retrieval import evaluate_modes, load_questions
@@ -253,21 +253,20 @@ def run_corpus(n: int, sets: list[tuple[str, str]], per_set: int = 100, seed: in
             vectors = np.vstack(rows).astype(np.float32)
             del rows
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            by_ef = _hnsw_recall(raw, version, ids, vectors, query_vectors, EF_SEARCH)
+            by_ef = _hnsw_recall(raw, version, ids, vectors, query_vectors)
             size = raw.execute("SELECT pg_size_pretty(pg_total_relation_size('chunks')), "
                                "pg_size_pretty(pg_relation_size(%s)), pg_size_pretty(pg_relation_size('chunks_tsv'))",
-                               (f"chunks_embedding_v{int(version.id)}",)).fetchone()
-            pgvector = raw.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+                               (index_name(version.id),)).fetchone()
         few = [q for qs in chosen for q in qs[:20]]
         filters = _filtered(store, embedder, version, few,
                             prefixes | {f"distractors {p}": f"{URI_PREFIX}{p}" for lang in sorted(material)
                                        for p in (f"{lang}/0", f"{lang}/00")})
-        best = next((ef for ef, m in by_ef.items() if m["recall@10"] >= 0.95), list(by_ef)[-1])
+        best = _chosen_ef_search(by_ef)
         for (corpus, questions_path), qs, b, a in zip(sets, chosen, before, after):
             report["sets"].append({"corpus": corpus, "questions": questions_path, "evaluated": len(qs),
                                    f"small_corpus_{small_chunks}_chunks": b, f"with_{n}_more": a})
         report |= {
-            "pgvector": pgvector,
+            "pgvector": store.capabilities.pgvector_version,
             "material_sentences": {lang: m.sentences for lang, m in material.items()},
             "chunks_total": int(len(ids)),
             "distractors": written["per_language"],
