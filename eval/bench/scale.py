@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from eval.metrics import percentile, score_ranking
+from eval.metrics import percentile
 from store.kb_versions import HNSW_EF_CONSTRUCTION, HNSW_M
 
 EF_SEARCH = (40, 80, 160, 320, 640)
@@ -131,18 +131,12 @@ def _recall_among_real(store, embedder, questions: list[dict]) -> dict:
     candidate pools), its whole fused list, distractors struck out afterwards. Whether candidate generation
     still finds the gold passage with a million chunks competing, apart from the distractors that repeat text
     which outranked it already on the small corpus."""
-    from store.search import distinct_documents, search
-
+    from .retrieval import evaluate_modes
     from .scale_corpus import URI_PREFIX
 
-    totals: dict[str, float] = {}
-    for q in questions:
-        with store.session() as s:
-            hits = search(s, embedder, q["question"], k=store.settings.candidates, settings=store.settings)
-        ranked = [h.source_id for h in distinct_documents(hits) if not h.source_uri.startswith(URI_PREFIX)]
-        for key, value in score_ranking(ranked, set(q["gold_passage_ids"])).items():
-            totals[key] = totals.get(key, 0.0) + value
-    return {key: round(value / max(1, len(questions)), 4) for key, value in totals.items()}
+    scores = evaluate_modes(store, embedder, questions, modes=("hybrid",), k=store.settings.candidates,
+                            keep=lambda hit: not hit.source_uri.startswith(URI_PREFIX))["hybrid"]
+    return {key: value for key, value in scores.items() if not key.startswith("latency")}
 
 
 def _filtered(store, embedder, version, questions: list[dict], prefixes: dict[str, str], k: int = 5) -> dict:
@@ -160,14 +154,14 @@ def _filtered(store, embedder, version, questions: list[dict], prefixes: dict[st
         latencies, returned, plain_returned = [], [], []
         for q in questions:
             t0 = time.perf_counter()
+            vec = np.asarray(embedder.embed_queries([q["question"]])[0], np.float32)
             with store.session() as s:
                 hits = search(s, embedder, q["question"], k=k, filters=Filters(source_prefix=prefix),
-                              settings=store.settings, version=version)
+                              settings=store.settings, version=version, query_vector=vec)
             latencies.append((time.perf_counter() - t0) * 1000)
             returned.append(len(hits))
             with store.session() as s:
                 s.execute(sa.text("SET LOCAL hnsw.ef_search = 40"))
-                vec = np.asarray(embedder.embed_queries([q["question"]])[0], np.float32)
                 plain_returned.append(len(s.execute(sa.text(
                     f"SELECT c.id FROM chunks c WHERE c.kb_version = :v AND c.document_id IN "
                     f"(SELECT id FROM documents WHERE starts_with(source_uri, :p)) "
