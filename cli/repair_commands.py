@@ -1,4 +1,5 @@
-"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|revert|prune`, `kaizen export qa`."""
+"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|revert|params|pin|unpin|prune`,
+`kaizen export qa`."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--dry-run", is_flag=True, help="only diagnose and print the plan")
     @click.option("--alert", type=int, help="the quality alert this run answers (enables enrichment)")
     @click.option("--wait", is_flag=True, help="wait for a running planner instead of exiting")
+    @click.option("--budget", type=float, default=None, help="seconds after which no new action starts")
     @json_option
-    def improve_command(dry_run: bool, alert: int | None, wait: bool, as_json: bool) -> int:
+    def improve_command(dry_run: bool, alert: int | None, wait: bool, budget: float | None, as_json: bool) -> int:
         """diagnose the knowledge base and repair it under the held-out guard
 
         Each repair is built as a candidate KB version and promoted only if a trusted metric improves on the
         held-out probes and none regresses beyond KAIZEN_REPAIR_TOLERANCE; `kaizen kb log` shows the decisions.
-        Exits 1 when another planner is running (see --wait)."""
+        Without --alert it is an improvement pass: it also learns from traffic and tunes the retrieval parameters
+        and the chunk size on the train probes (`kaizen kb params`). Exits 1 when another planner is running (see
+        --wait)."""
         from eval.repair.planner import run_planner
 
         plan = run_planner(open_store(), alert_id=alert, dry_run=dry_run, embedder=embedder(), wait=wait,
-                           actor="kaizen improve")
+                           actor="kaizen improve", budget_seconds=budget)
         if as_json:
             print_json(plan.as_dict())
             return 1 if plan.status == "busy" else 0
@@ -53,7 +57,7 @@ def register_commands(cli: click.Group) -> None:
 
     @cli.group(name="kb")
     def kb_group() -> None:
-        """the knowledge base's change log; revert a repair; prune old versions"""
+        """the knowledge base's change log and retrieval parameters; revert a repair; prune old versions"""
 
     @kb_group.command(name="log")
     @click.option("--limit", type=int, default=30, help="at most N changes (default 30)")
@@ -87,6 +91,59 @@ def register_commands(cli: click.Group) -> None:
         else:
             out.print(f"reverted change {result['reverted']}: KB version {result['active']} is active again "
                       f"(version {result['retired']} retired)")
+        return 0
+
+    @kb_group.command(name="params")
+    @json_option
+    def kb_params_command(as_json: bool) -> int:
+        """the retrieval parameters the active KB version searches with, and where each comes from"""
+        from store import search_params
+        from store.kb_versions import require_active
+
+        store = open_store()
+        with store.session() as s:
+            version = require_active(s)
+        rows = search_params.describe(store.settings, version)
+        if as_json:
+            print_json({"kb_version": version.id, "parameters": rows})
+            return 0
+        print_table(["parameter", "value", "from", "setting"],
+                    [[r["name"], r["value"], r["origin"], r["setting"]] for r in rows],
+                    title=f"KB version {version.id}")
+        return 0
+
+    @kb_group.command(name="pin")
+    @click.argument("name")
+    @click.argument("value")
+    @json_option
+    def kb_pin_command(name: str, value: str, as_json: bool) -> int:
+        """fix a retrieval parameter: it wins over the settings and any tuned value, and is never tuned
+
+        NAME is a parameter of `kaizen kb params` (fusion_alpha, cjk_fusion_alpha, sentence_weight,
+        search_candidates, chunk_tokens). A bad name or value exits 2."""
+        from store import search_params
+
+        with open_store().session() as s:
+            result = search_params.pin(s, name, value, actor="kaizen kb pin")
+        if as_json:
+            print_json(result)
+        else:
+            out.print(f"pinned {result['name']} = {result['value']}", highlight=False)
+        return 0
+
+    @kb_group.command(name="unpin")
+    @click.argument("name")
+    @json_option
+    def kb_unpin_command(name: str, as_json: bool) -> int:
+        """let the tuner vary a pinned parameter again"""
+        from store import search_params
+
+        with open_store().session() as s:
+            result = search_params.unpin(s, name, actor="kaizen kb unpin")
+        if as_json:
+            print_json(result)
+        else:
+            out.print(f"unpinned {result['name']}" if result else f"{name} was not pinned", highlight=False)
         return 0
 
     @kb_group.command(name="prune")

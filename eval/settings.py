@@ -66,6 +66,16 @@ class EvalSettings(KaizenSettings):
                                                            "answers, answers every trusted metric scored high) the "
                                                            "planner waits for before it tries learning them into "
                                                            "the index")
+    improve_every_minutes: int = Field(60, ge=0, description="minutes between the worker's improvement passes, "
+                                                             "each run only when idle and with new evidence (0: none)")
+    improve_idle_minutes: int = Field(10, ge=0, description="an improvement pass waits until no question was asked "
+                                                            "for this long and no answer waits to be graded")
+    improve_budget_seconds: int = Field(900, ge=1, description="seconds after which an improvement pass starts no "
+                                                               "new action")
+    tune_min_probes: int = Field(20, ge=1, description="train probes the planner needs before it tunes the "
+                                                       "retrieval parameters and the chunk size on them")
+    tune_max_probes: int = Field(200, ge=1, description="train probes (an even sample) each point of the tuning "
+                                                        "grid is scored on")
 
     @field_validator("judge_url", mode="after")
     @classmethod

@@ -7,7 +7,8 @@ approximate nearest-neighbour results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -38,10 +39,13 @@ class KBVersion:
     chunk_tokens: int
     chunk_overlap: int
     lexical_scheme: str = BIGRAMS
+    search_params: dict = field(default_factory=dict, compare=False)  # tuned values (store.search_params)
+    pins: dict = field(default_factory=dict, compare=False)  # a person's pins, the same for every version
 
 
 _COLUMNS = ("id, status, reason, parent_id, embedding_model, embedding_dim, text_search_config::text, chunk_tokens, "
-            "chunk_overlap, lexical_scheme")
+            "chunk_overlap, lexical_scheme, search_params, "
+            "(SELECT coalesce(jsonb_object_agg(name, value), '{}'::jsonb) FROM kb_pins)")
 
 
 def get_version(session: Session, version_id: int) -> KBVersion:
@@ -110,15 +114,18 @@ def create_version(
     parent_id: int | None = None,
     with_index: bool = True,
     lexical_scheme: str = CURRENT_SCHEME,
+    search_params: dict | None = None,
 ) -> KBVersion:
     """A new version; its tsvectors are to be made with `lexical_scheme` (a candidate derived from a version
-    and sharing its chunks passes that version's scheme)."""
+    and sharing its chunks passes that version's scheme), and it searches with `search_params` (tuned values,
+    store.search_params; a version derived from a tuned one keeps them)."""
+
     version_id = session.execute(
         sa.text(
             "INSERT INTO kb_versions (parent_id, reason, status, embedding_model, embedding_dim, "
-            "text_search_config, chunk_tokens, chunk_overlap, lexical_scheme, activated_at) "
+            "text_search_config, chunk_tokens, chunk_overlap, lexical_scheme, search_params, activated_at) "
             "VALUES (:parent, :reason, :status, :model, :dim, CAST(:cfg AS regconfig), :tokens, :overlap, :scheme, "
-            "CASE WHEN :status = 'active' THEN now() END) RETURNING id"
+            "CAST(:params AS jsonb), CASE WHEN :status = 'active' THEN now() END) RETURNING id"
         ),
         {
             "parent": parent_id,
@@ -130,6 +137,7 @@ def create_version(
             "tokens": settings.chunk_tokens,
             "overlap": settings.chunk_overlap,
             "scheme": lexical_scheme,
+            "params": json.dumps(search_params or {}),
         },
     ).scalar_one()
     if with_index:
@@ -182,7 +190,6 @@ def record_change(session: Session, *, kind: str, actor: str, kb_version: int | 
                   document_id: int | None = None, target: str | None = None, before: dict | None = None,
                   after: dict | None = None, metrics_before: dict | None = None,
                   metrics_after: dict | None = None, decision: str = "applied") -> None:
-    import json
 
     session.execute(
         sa.text(

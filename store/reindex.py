@@ -74,7 +74,10 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
             previous = active_version(s)
             new = create_version(s, reason=reason, status="building", embedding_model=embedder.name,
                                  embedding_dim=embedder.dim, settings=settings,
-                                 parent_id=previous.id if previous else None, with_index=False)
+                                 parent_id=previous.id if previous else None, with_index=False,
+                                 # tuned values carry over, unless they were tuned for another embedding model
+                                 search_params=previous.search_params if previous and
+                                 previous.embedding_model == embedder.name else None)
             docs = s.execute(sa.text("SELECT id, title, body FROM documents WHERE status = 'active' ORDER BY id")).all()
         chunker = Chunker(embedder.count_tokens, new.chunk_tokens, new.chunk_overlap)
         total_chunks = 0

@@ -19,6 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from . import search_params
 from .embeddings import Embedder
 from .errors import KaizenError
 from .kb_versions import KBVersion, check_embedding_model, require_active
@@ -296,6 +297,7 @@ def search(
     filters = filters or Filters()
     version = version or require_active(session)
     check_embedding_model(version, embedder.name, embedder.dim)
+    settings = search_params.apply(settings, version)  # the version's tuned values and a person's pins
     candidates = max(settings.candidates, k)
     pool = candidates * VECTOR_POOL_FACTOR
     cjk = cjk_ratio(query) >= CJK_QUERY_SHARE

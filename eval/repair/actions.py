@@ -44,6 +44,9 @@ class RepairContext:
 class Action:
     kind: ClassVar[str] = "action"
     guard: ClassVar[str] = "improve"
+    # a change searched for on the train probes (a chunk size): it must beat the base version on them before the
+    # held-out guard is consulted, so the guard's probes judge one proposal, not pick among many
+    train_gate: ClassVar[bool] = False
     target: str = ""
     reason: str = ""
     document_ids: list[int] = field(default_factory=list)
@@ -53,6 +56,10 @@ class Action:
 
     def chunk_params(self) -> tuple[int | None, int | None]:
         return None, None
+
+    def search_params(self, base) -> dict | None:
+        """The candidate's query-time parameters (store.search_params); None: the base version's."""
+        return None
 
     def describe(self) -> str:
         return f"{self.kind} {self.target}: {self.reason}"

@@ -47,7 +47,7 @@ class CandidateBuilder:
     `write`, then `finish`; on any error call `discard` (the planner does)."""
 
     def __init__(self, store, embedder, base: KBVersion, *, reason: str, chunk_tokens: int | None = None,
-                 chunk_overlap: int | None = None):
+                 chunk_overlap: int | None = None, search_params: dict | None = None):
         self.store = store
         self.embedder = embedder
         self.base = base
@@ -57,7 +57,9 @@ class CandidateBuilder:
         with store.session() as s:
             self.version = create_version(s, reason=reason, status="building", embedding_model=embedder.name,
                                           embedding_dim=embedder.dim, settings=settings, parent_id=base.id,
-                                          with_index=False, lexical_scheme=base.lexical_scheme)
+                                          with_index=False, lexical_scheme=base.lexical_scheme,
+                                          search_params=base.search_params if search_params is None
+                                          else search_params)
         self.chunker = Chunker(embedder.count_tokens, self.version.chunk_tokens, self.version.chunk_overlap)
         self.written_documents: set[int] = set()
         self.embedded_chunks = 0

@@ -15,6 +15,8 @@ that would repair it (None when it is only reported: knowledge gaps, vanished so
   yet learned -> learn them into the indexed text of the chunks that answered them (eval/repair/learning.py), once
   there are `KAIZEN_IMPROVE_MIN_EVIDENCE` of them and no defect above is left to repair, in an improvement pass
   (`kaizen improve`), not in a repair after a quality alert; the held-out guard decides;
+- tuning: with enough train probes, the query-time retrieval parameters searched on them, and other chunk sizes
+  (eval/repair/tuning.py), in an improvement pass once no defect is left; the held-out guard decides;
 - knowledge gaps: questions nothing relevant was found for, reported by `kaizen gaps`, never filled in.
 """
 
@@ -31,6 +33,7 @@ from store.indexing import content_hash, search_text_for
 
 from . import actions as A
 from .learning import learning
+from .tuning import tuning
 
 LOW_SCORE = 0.5
 
@@ -255,9 +258,10 @@ def knowledge_gaps(store) -> list[Finding]:
 
 
 def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = True,
-             settings: EvalSettings | None = None) -> Diagnosis:
+             settings: EvalSettings | None = None, deadline: float | None = None) -> Diagnosis:
     """Every finding on `version`; `settings` (default: EvalSettings()) caps the chunks the model may rewrite.
-    `learn`: look for traffic to learn from (an improvement pass; a repair after a quality alert does not)."""
+    `learn`: an improvement pass, which looks for traffic to learn from and tunes the retrieval parameters (a
+    repair after a quality alert does neither); `deadline` (perf_counter) stops the tuning grid."""
     settings = settings or EvalSettings()
     max_model_chunks = settings.repair_max_model_chunks
     findings = embedding_model(version, embedder)
@@ -276,5 +280,6 @@ def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = T
     if learn and not any(f.action for f in findings):  # defects first; learning once there are none
         findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
                              trusted=trusted_llm_metrics(store, settings=settings))
+        findings += tuning(store, embedder, version, settings, deadline=deadline)
     findings += knowledge_gaps(store)
     return Diagnosis(version.id, findings, train_metrics)

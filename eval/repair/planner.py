@@ -98,7 +98,7 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
         result = ActionResult(action.as_dict(), "built", "", base_version=base.id)
         tokens, overlap = action.chunk_params()
         builder = CandidateBuilder(store, embedder, base, reason=f"repair: {action.kind}", chunk_tokens=tokens,
-                                   chunk_overlap=overlap)
+                                   chunk_overlap=overlap, search_params=action.search_params(base))
         result.candidate_version = builder.id
         try:
             result.build = action.build(builder, ctx)
@@ -111,7 +111,12 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
             # The database went away under the build (a restart): the locks went with the session, so this
             # planner must not go on to the next action; the job runs again once the database is back.
             lock_lost = not locks.still_held(reindex_lock_conn)
-        if result.decision in ("skipped", "failed"):
+        if result.decision not in ("skipped", "failed") and action.train_gate:
+            gate = train_gate(store, embedder, base, builder.version, ctx.settings)
+            result.build = {**(result.build or {}), "train_gate": gate}
+            if not gate["passed"]:
+                result.decision, result.reason = "rolled_back", gate["reason"]
+        if result.decision in ("skipped", "failed", "rolled_back"):
             builder.discard(actor, result.reason)
             action.on_discard(store)
         else:
@@ -154,6 +159,27 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
         return result
 
 
+def train_gate(store, embedder, base, candidate, settings: EvalSettings) -> dict:
+    """Whether `candidate` beats `base` on (a sample of) the train probes by KAIZEN_REPAIR_MIN_GAIN."""
+    from eval.probes.sets import load_probes
+
+    from .tuning import TrainScorer, objective
+
+    probes = load_probes(store, split="train")
+    sample = probes[:: max(1, -(-len(probes) // settings.tune_max_probes))]
+    if not sample:
+        return {"passed": False, "reason": "no train probes to judge it on: not promoted", "before": None,
+                "after": None, "gain": None}
+    scorer = TrainScorer(store, embedder, sample)
+    before, after = scorer.score(base), scorer.score(candidate)
+    gain = objective(after) - objective(before)
+    passed = gain >= settings.repair_min_gain
+    reason = (f"train probes {objective(before):.3f} -> {objective(after):.3f} ({gain:+.3f}): "
+              + ("passes the train gate" if passed else f"below the minimum gain {settings.repair_min_gain}, the "
+                 "held-out probes were not consulted"))
+    return {"passed": passed, "reason": reason, "before": before, "after": after, "gain": round(gain, 4)}
+
+
 def _alert(store, alert_id: int | None, status: str | None = None) -> dict | None:
     if alert_id is None:
         return None
@@ -175,12 +201,14 @@ def _default_llm():
 
 def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, embedder=None,
                 actor: str = ACTOR, wait: bool = False, llm=None, check=None, max_rounds: int | None = None,
-                settings: EvalSettings | None = None) -> Plan:
+                settings: EvalSettings | None = None, budget_seconds: float | None = None) -> Plan:
     """Diagnose the active KB version and repair it under the held-out guard. `alert_id`: the quality alert that
     asked for it (its metric must be trusted for the planner to go beyond fixing defects); `dry_run`: only print
     the plan; `llm`: a factory for the model (default agent.llm.get_llm); `check`: called during builds (tests
-    inject crashes through it); `settings`: an EvalSettings (default: EvalSettings())."""
+    inject crashes through it); `settings`: an EvalSettings (default: EvalSettings()); `budget_seconds`: no new
+    action (or tuning grid point) starts after this long."""
     started = time.perf_counter()
+    deadline = started + budget_seconds if budget_seconds else None
     settings = settings or EvalSettings()
     if embedder is None:
         from store.embeddings import store_embedder
@@ -216,7 +244,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                     version = require_active(s)
                 # A quality alert asks for repairs; learning from traffic is for improvement passes
                 diagnosis = diagnose(store, embedder, version, explore=explore, learn=alert_id is None,
-                                     settings=settings)
+                                     settings=settings, deadline=deadline)
                 pending = [a for a in diagnosis.actions if a.signature() not in tried]
                 if plan.rounds == 0:
                     plan.findings = [f.as_dict() for f in diagnosis.findings]
@@ -226,6 +254,9 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                     break
                 promoted = False
                 for action in pending:
+                    if deadline is not None and time.perf_counter() > deadline:
+                        notes.append(f"the time budget of {budget_seconds:g} s ran out")
+                        break
                     tried.add(action.signature())
                     result = _apply(store, embedder, action, ctx, scorer, actor, conn)
                     plan.results.append(result)
@@ -233,7 +264,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                     if result.decision == "promoted":
                         promoted = True
                         break  # the KB changed: diagnose again before the next action
-                if not promoted:
+                if not promoted or (deadline is not None and time.perf_counter() > deadline):
                     break
             with store.session() as s:
                 plan.active_after = require_active(s).id
@@ -243,7 +274,9 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                                 else "nothing to do: no defect found in the knowledge base")
             elif not plan.results:
                 plan.status = "nothing_to_do"
-                plan.message = "nothing to do: no defect found; the knowledge base is left as it is"
+                plan.message = ("nothing to do: no defect found" + ("" if alert_id is not None else
+                                ", and no evidence of anything that would improve it") +
+                                "; the knowledge base is left as it is")
             else:
                 plan.message = (f"{len(plan.results)} action(s) tried, {len(plan.kept)} kept; active KB version "
                                 f"{plan.active_before} -> {plan.active_after}")

@@ -20,7 +20,8 @@ def reset(store) -> None:
         ).scalars().all()
         for name in names:
             s.execute(sa.text(f'DROP INDEX IF EXISTS "{name}"'))
-        s.execute(sa.text("TRUNCATE documents, chunks, kb_versions, kb_changes, ingest_runs RESTART IDENTITY CASCADE"))
+        s.execute(sa.text("TRUNCATE documents, chunks, kb_versions, kb_changes, kb_pins, ingest_runs "
+                          "RESTART IDENTITY CASCADE"))
 
 
 def run_cli(

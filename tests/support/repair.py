@@ -28,7 +28,7 @@ QUESTIONS = [
 
 
 def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -43,6 +43,23 @@ def clapnq_slice(tmp_path, questions: int, distractors: int):
     gold = {g for r in rows for g in r["gold_passage_ids"]}
     corpus = [json.loads(line) for line in (clapnq / "corpus.jsonl").read_text().splitlines()]
     picked = [d for d in corpus if d["id"] in gold] + [d for d in corpus if d["id"] not in gold][:distractors]
+    return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
+
+
+def jsquad_slice(tmp_path, questions: int, distractors: int):
+    """A small JSQuAD in `tmp_path`: the first `questions` answerable dev questions, their gold paragraphs and
+    `distractors` other paragraphs of the same articles (the look-alikes that make Japanese retrieval hard).
+    Returns (corpus path, questions path)."""
+    from tests.support.common import SHARED_DATA
+
+    jsquad = SHARED_DATA / "jsquad"
+    rows = [json.loads(line) for line in (jsquad / "questions.dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r.get("answerable", True) and r.get("gold_passage_ids")][:questions]
+    gold = {g for r in rows for g in r["gold_passage_ids"]}
+    corpus = [json.loads(line) for line in (jsquad / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    titles = {d["title"] for d in corpus if d["id"] in gold}
+    picked = [d for d in corpus if d["id"] in gold]
+    picked += [d for d in corpus if d["id"] not in gold and d["title"] in titles][:distractors]
     return _jsonl(tmp_path / "corpus.jsonl", picked), _jsonl(tmp_path / "questions.jsonl", rows)
 
 
