@@ -111,6 +111,7 @@ def test_a_stopped_benchmark_leaves_no_server_and_no_temporary_home(tmp_path, si
 def _worker(tmp_path, name: str, **env) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"{name}.log"
     return kaizen("-v", "worker", log=log, KAIZEN_INTERACTION_EVALUATOR=EVALUATOR, KAIZEN_PROBE_EVERY_MINUTES="0",
+                  KAIZEN_IMPROVE_EVERY_MINUTES="0",
                   **env), log
 
 

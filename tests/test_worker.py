@@ -32,7 +32,8 @@ def settings(stalled: int = 30, reconnect: int = 0):
     from eval.settings import EvalSettings
 
     return EvalSettings(worker_llm_threads=1, worker_nice=0, worker_reconnect_seconds=reconnect,
-                        probe_every_minutes=0, worker_stalled_seconds=stalled, interaction_evaluator=EVALUATOR)
+                        probe_every_minutes=0, improve_every_minutes=0, worker_stalled_seconds=stalled,
+                        interaction_evaluator=EVALUATOR)
 
 
 def work_once(store, embedder, evaluator=evaluate, stalled: int = 30) -> None:
@@ -50,7 +51,7 @@ def spawn_worker(tmp_path, name: str, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "-v", "worker"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "KAIZEN_INTERACTION_EVALUATOR": EVALUATOR, "KAIZEN_PROBE_EVERY_MINUTES": "0",
-             "PYTHONPATH": str(REPO), **env})
+             "KAIZEN_IMPROVE_EVERY_MINUTES": "0", "PYTHONPATH": str(REPO), **env})
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> int:

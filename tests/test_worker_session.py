@@ -13,7 +13,7 @@ from tests.support.common import run_cli
 from tests.support.worker import QUESTIONS, add_interactions, break_search, build_kb, write_jsonl
 
 ENV = {"KAIZEN_INTERACTION_EVALUATOR": "tests.support.worker:evaluate", "KAIZEN_PROBE_EVERY_MINUTES": "0",
-       "KAIZEN_DRIFT_MIN_SAMPLES": "6", "KAIZEN_WORKER_NICE": "0"}
+       "KAIZEN_IMPROVE_EVERY_MINUTES": "0", "KAIZEN_DRIFT_MIN_SAMPLES": "6", "KAIZEN_WORKER_NICE": "0"}
 
 
 def kaizen(*args: str) -> str:

@@ -165,7 +165,8 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
         setup = round(time.perf_counter() - t, 1)
         key = secrets.token_urlsafe(16)
         base_env = {**os.environ, "KAIZEN_HOME": str(home_dir), "KAIZEN_EVAL_METRICS": ",".join(metric_names),
-                    "KAIZEN_API_KEY": key, "KAIZEN_SERVE_QUEUE_SIZE": str(clients), "KAIZEN_PROBE_EVERY_MINUTES": "0"}
+                    "KAIZEN_API_KEY": key, "KAIZEN_SERVE_QUEUE_SIZE": str(clients), "KAIZEN_PROBE_EVERY_MINUTES": "0",
+                    "KAIZEN_IMPROVE_EVERY_MINUTES": "0"}
         for name in ("KAIZEN_DATABASE_URL", "KAIZEN_LLM_URL", "KAIZEN_JUDGE_URL"):
             base_env.pop(name, None)
         results: dict[str, dict] = {}

@@ -415,7 +415,7 @@ def run(corpus: str, questions: str, minutes: float = 10.0, home: str | None = N
                 return asked_pool[next(counter) % len(asked_pool)]
 
         env = {**os.environ, "KAIZEN_HOME": str(home_dir), "KAIZEN_EVAL_METRICS": ",".join(metric_names),
-               "KAIZEN_PROBE_EVERY_MINUTES": str(probe_every_minutes),
+               "KAIZEN_PROBE_EVERY_MINUTES": str(probe_every_minutes), "KAIZEN_IMPROVE_EVERY_MINUTES": "0",
                "KAIZEN_WORKER_STALLED_SECONDS": str(stalled_seconds),
                "KAIZEN_WORKER_RECONNECT_SECONDS": str(max(120, int(down_seconds * 4))), **(extra_env or {})}
         env.pop("KAIZEN_DATABASE_URL", None)

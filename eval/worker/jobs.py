@@ -7,6 +7,8 @@ Jobs (task names are what `procrastinate_jobs.task_name` shows):
   version into `eval_runs` + `eval_scores`, then a drift check.
 - `plan_repair(alert_id)`: hands a quality alert to the repair planner (`eval.repair.planner.run_planner`) when it
   is installed; otherwise the alert stays open.
+- `improve_pass(timestamp)`: periodic (`KAIZEN_IMPROVE_EVERY_MINUTES`, 0 = off): when the worker is idle and new
+  evidence has arrived, an improvement pass of the planner (eval/worker/idle.py).
 - `retry_stalled_jobs(timestamp)`: every minute, jobs held by a worker whose heartbeat stopped (killed, machine
   gone) go back to the queue (procrastinate's heartbeat-based stalled-job detection).
 - `queue_ungraded(timestamp)`: every minute, recorded answers whose grading was never queued (the database was
@@ -231,6 +233,13 @@ def build_app(conninfo: str, settings: EvalSettings | None = None, *, applicatio
     def plan_repair(context, alert_id: int) -> dict:
         return plan_repair_job(_resources(context), alert_id)
 
+    @app.task(name="improve_pass", queue=REPAIR_QUEUE, pass_context=True, retry=transient, lock="plan_repair",
+              queueing_lock="improve_pass")
+    def improve_pass(context, timestamp: int | None = None) -> dict:
+        from .idle import improve_pass_job
+
+        return improve_pass_job(_resources(context))
+
     @app.periodic(cron="* * * * *")
     @app.task(name="retry_stalled_jobs", queue=EVAL_QUEUE, queueing_lock="retry_stalled_jobs")
     async def retry_stalled(timestamp: int) -> list[int]:
@@ -244,6 +253,9 @@ def build_app(conninfo: str, settings: EvalSettings | None = None, *, applicatio
     cron = probe_cron(settings.probe_every_minutes)
     if cron:
         app.periodic(cron=cron)(probe_run)
+    cron = probe_cron(settings.improve_every_minutes)
+    if cron:
+        app.periodic(cron=cron)(improve_pass)
     return app
 
 
