@@ -1,4 +1,4 @@
-"""`kaizen bench retrieval|scale|answer|judge|recovery|soak|serve`: the benchmarks of eval/bench/, printed.
+"""`kaizen bench retrieval|scale|answer|judge|recovery|improve|soak|serve`: the benchmarks of eval/bench/, printed.
 
 Each eval.bench module's `run(...)` returns its result as a dict (the `--json` output); the tables here are the
 text view of it."""
@@ -226,6 +226,60 @@ def register_commands(cli: click.Group) -> None:
             print_json(result)
             return 0
         print_recovery_summary(result)
+        return 0
+
+    @bench_group.command(name="improve")
+    @click.option("--corpus", "corpora", multiple=True, required=True, type=click.Path(exists=True),
+                  help="a corpus to ingest (repeat for several)")
+    @click.option("--questions", "question_files", multiple=True, required=True, type=click.Path(exists=True),
+                  help="questions with gold ids, split into traffic, the guard's probes and the evaluation part "
+                       "(repeat)")
+    @click.option("--eval-questions", type=click.Path(exists=True, dir_okay=False),
+                  help="questions only scored, before and after, never shown to the loop")
+    @click.option("--limit", type=int, default=None, help="the first N answerable questions of each file")
+    @click.option("--budget", type=float, default=1200.0, show_default=True,
+                  help="seconds the unattended loop may run")
+    @click.option("--start", "start", multiple=True, metavar="NAME=VALUE",
+                  help="a misconfigured start: chunk_tokens, or a retrieval parameter such as fusion_alpha (repeat)")
+    @click.option("--answers", type=int, default=0, show_default=True,
+                  help="evaluation questions the default model answers before and after (token F1, string presence)")
+    @click.option("--home", help=HOME_HELP)
+    @click.option("--output", help="also write the JSON result to this file")
+    @json_option
+    def improve_command(corpora: tuple[str, ...], question_files: tuple[str, ...], eval_questions: str | None,
+                        limit: int | None, budget: float, start: tuple[str, ...], answers: int, home: str | None,
+                        output: str | None, as_json: bool) -> int:
+        """let the improvement loop run unattended and score held-out questions before and after
+
+        The questions are split (a stable hash of their ids) into traffic (train probes the loop learns and tunes
+        from), the guard's held-out probes, and an evaluation part nothing in the loop reads. With --start, the
+        same questions are also scored on a clean default ingest, and gap_closed is the share of the deficit the
+        loop recovered."""
+        from eval.bench.improve import run
+
+        pairs = {}
+        for item in start:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise click.BadParameter(f"{item!r}: use NAME=VALUE, for example fusion_alpha=0.1",
+                                         param_hint="--start")
+            pairs[name.strip()] = value.strip()
+        result = run(list(corpora), list(question_files), home, start=pairs or None, eval_questions=eval_questions,
+                     limit=limit, budget_seconds=budget, answers=answers)
+        if output:
+            Path(output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if as_json:
+            print_json(result)
+            return 0
+        rows = [[name, *(f"{result[phase][name][m]:.3f}" if result[phase].get(name) else "" for phase in
+                         ("before", "after") for m in ("recall@1", "recall@5", "mrr@10"))]
+                for name in result["before"]]
+        print_table(["questions", "r@1 before", "r@5 before", "mrr before", "r@1 after", "r@5 after", "mrr after"],
+                    rows)
+        for a in result["actions"]:
+            out.print(f"- {a['kind']} {a['params'] or ''}: {a['decision']} ({a['reason']})", highlight=False)
+        out.print(f"{result['tried']} tried, {result['kept']} kept, {result['rolled_back']} rolled back in "
+                  f"{result['seconds']['loop']} s", highlight=False)
         return 0
 
     @bench_group.command(name="soak")

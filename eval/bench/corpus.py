@@ -1,6 +1,7 @@
 """The database a benchmark runs in: its own embedded server, never the user's knowledge base.
 
-`bench_store(home, prefix)` yields (store, embedder, home): with `home` the data is kept there (a second run
+`bench_store(home, prefix, overrides)` yields (store, embedder, home), the store's settings with `overrides`
+(settings fields, for a benchmark's misconfigured start): with `home` the data is kept there (a second run
 reuses it), without it a temporary KAIZEN_HOME is made, and deleted with its server when the benchmark ends,
 however it ends (an error, Ctrl-C, SIGTERM: cli.main turns SIGTERM into an exception so this `finally` runs).
 `ingest_corpus` ingests and refuses to benchmark a corpus that did not load cleanly. The corpus is a .jsonl file
@@ -21,14 +22,14 @@ from typing import Iterator
 
 
 @contextmanager
-def bench_store(home: str | Path | None, prefix: str) -> Iterator[tuple]:
+def bench_store(home: str | Path | None, prefix: str, overrides: dict | None = None) -> Iterator[tuple]:
     from store.database import Store
     from store.embeddings import store_embedder
     from store.settings import StoreSettings
 
     home_dir = Path(home or tempfile.mkdtemp(prefix=prefix))
     try:
-        settings = StoreSettings(home=home_dir, database_url=None)
+        settings = StoreSettings(home=home_dir, database_url=None, **(overrides or {}))
         store = Store(settings, ephemeral=home is None)
         try:
             yield store, store_embedder(settings), home_dir
