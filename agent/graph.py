@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -171,8 +172,11 @@ class Agent:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.settings.recursion_limit()}
 
     def ask(self, question: str, thread_id: str | None = None, *, on_event: Callable[[dict], None] | None = None,
-            cancel: threading.Event | None = None) -> TurnResult:
-        """Answer one question (a turn of `thread_id`, a new thread if None), streaming events to `on_event`."""
+            cancel: threading.Event | None = None, kb_version: int | None = None,
+            record: bool = True) -> TurnResult:
+        """Answer one question (a turn of `thread_id`, a new thread if None), streaming events to `on_event`.
+        `kb_version`: read that version instead of the active one; `record`: False leaves no interaction (the
+        repair guard's answers are measurements, not traffic)."""
         from .threads import new_thread_id
 
         question = clean_question(question)
@@ -186,10 +190,11 @@ class Agent:
             state["prompt_question"] = self.llm.truncate(question, limit)
             state["notices"] = [f"the question was cut to its first {limit} tokens for the model"]
         context = Context(store=self.store, embedder=self.embedder, llm=self.llm, settings=self.settings,
-                          cancel=cancel or threading.Event())
+                          cancel=cancel or threading.Event(), kb_version=kb_version, record=record)
         final: dict | None = None
         options = {"durability": "exit"} if self.checkpoints is not None else {}
-        with self.answering.held():
+        # a person's answer makes workers pause; a measurement (record=False, the worker's own guard) must not
+        with self.answering.held() if record else contextlib.nullcontext():
             for mode, chunk in self.graph.stream(state, self.config(thread_id), context=context,
                                                  stream_mode=["custom", "values"], **options):
                 if mode == "custom":

@@ -103,7 +103,7 @@ def contextualize(state: AgentState, runtime: Runtime[Context]) -> dict:
 # -- retrieve and grade --------------------------------------------------------------------------------------------
 @timed("retrieve")
 def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict:
-    from store.kb_versions import active_version
+    from store.kb_versions import active_version, get_version
     from store.search import search
 
     ctx = runtime.context
@@ -112,7 +112,7 @@ def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict:
     widen = state.get("widen", 0)
     emit(runtime, {"type": "status", "node": "retrieve", "text": f"searching: {query[:80]}"})
     with ctx.store.session() as session:
-        version = active_version(session)
+        version = get_version(session, ctx.kb_version) if ctx.kb_version is not None else active_version(session)
         if version is None:
             return {"hits": [], "kb_version": None, "queries": [*state.get("queries", []), query],
                     "warning": "the knowledge base is empty: add documents with `kaizen ingest PATH`"}
@@ -442,7 +442,7 @@ def record(state: AgentState, runtime: Runtime[Context]) -> dict:
     timings = dict(state.get("timings") or {})
     timings["total"] = round((time.time() - (state.get("started_at") or time.time())) * 1000, 2)
     state = {**state, "timings": timings}
-    interaction_id = record_turn(ctx.store, state, ctx.llm.name)
+    interaction_id = record_turn(ctx.store, state, ctx.llm.name) if ctx.record else None
     turn = {"question": state["question"][:2000], "standalone_query": state.get("standalone_query", "")[:2000],
             "answer": state.get("answer", ""), "abstained": bool(state.get("abstained")),
             "interaction_id": interaction_id}

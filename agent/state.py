@@ -151,13 +151,17 @@ def grade_reading(settings: AgentSettings, model_name: str) -> GradeReading:
 
 @dataclass
 class Context:
-    """Run-scoped resources (not checkpointed): the store, the embedder, the model, settings, a stop flag."""
+    """Run-scoped resources (not checkpointed): the store, the embedder, the model, settings, a stop flag; and for
+    answers that are measurements, not conversations (the repair guard's), a KB version to read instead of the
+    active one and whether the turn is recorded."""
 
     store: Any
     embedder: Any
     llm: Any
     settings: AgentSettings = field(default_factory=AgentSettings.defaults)
     cancel: threading.Event = field(default_factory=threading.Event)
+    kb_version: int | None = None
+    record: bool = True
 
 
 def turn_input(question: str, settings: AgentSettings) -> AgentState:

@@ -115,6 +115,45 @@ def string_scores(answer: str, references: list[str]) -> dict[str, float]:
     return {name: max(fn(answer, ref) for ref in references) for name, fn in STRING_METRICS.items()}
 
 
+# -- an answer against a question's references (abstentions are scored as an empty answer) ---------------------
+
+def references_of(row: dict) -> list[str]:
+    """A question's accepted answers (JSQuAD's short spans), else its one reference (ClapNQ)."""
+    return row.get("answers") or ([row["reference"]] if row.get("reference") else [])
+
+
+def contains_reference(text: str, references: list[str]) -> bool:
+    """An accepted reference appears in `text`, both normalised (metrics.normalise_tokens, joined)."""
+    norm = "".join(normalise_tokens(text))
+    return any("".join(normalise_tokens(ref)) in norm for ref in references if ref)
+
+
+def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
+    from agent.prompts import strip_citations
+
+    references = references_of(row)
+    if not references:
+        return None, None
+    text = strip_citations(answer)
+    f1 = max(f1_score(text, ref) for ref in references)
+    em = max(exact_match(text, ref) for ref in references)
+    # Short-span sets (JSQuAD): an answer that contains an accepted span also counts as a match.
+    if row.get("answers"):
+        em = max(em, float(contains_reference(text, references)))
+    return f1, em
+
+
+def string_presence(answer: str, row: dict) -> float | None:
+    """1.0 when an accepted reference (JSQuAD's short answers, or ClapNQ's one reference) appears in the answer
+    after normalisation, as answer_scores' exact match counts it for short-span sets; None without references."""
+    from agent.prompts import strip_citations
+
+    references = references_of(row)
+    if not references:
+        return None
+    return float(bool(answer) and contains_reference(strip_citations(answer), references))
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """The Wilson score interval of a share `successes / n` (95% with the default z); (0, 1) when n is 0.
 

@@ -57,6 +57,11 @@ class EvalSettings(KaizenSettings):
                                                               "and still be promoted")
     repair_min_gain: float = Field(0.005, ge=0.0, description="the smallest held-out rise that counts as an "
                                                               "improvement")
+    guard_answers: int = Field(8, ge=0, description="held-out probes the agent answers on the base and the "
+                                                    "candidate version before a promotion (0: retrieval metrics only)")
+    guard_answer_tolerance: float = Field(0.05, ge=0.0, description="how much lower a candidate's held-out answers "
+                                                                    "may score (token F1, string presence, "
+                                                                    "semantic similarity) and still be promoted")
     repair_max_rounds: int = Field(5, ge=1, description="diagnose-and-repair rounds per planner run")
     repair_max_model_chunks: int = Field(12, ge=1, description="chunks per round the repair may rewrite with the "
                                                                "model")

@@ -22,6 +22,9 @@ def kaizen_env(tmp_path_factory):
     # Plumbing (worker, judge wiring, repairs, probes) runs on the small model; the tests of answering behaviour
     # (tests/test_agent.py, tests/test_repl.py, tests/test_japanese.py) ask the default model by name (DEFAULT_MODEL).
     os.environ["KAIZEN_CHAT_MODEL"] = "smollm2"
+    # The repair guard's answer runs are tested where they are the point (tests/test_guard_answers.py); elsewhere
+    # the planner judges on retrieval alone, so that every planner test does not answer with a model.
+    os.environ["KAIZEN_GUARD_ANSWERS"] = "0"
     os.environ.pop("KAIZEN_JUDGE_MODEL", None)
     if os.environ.get("KAIZEN_TEST_DATABASE_URL"):
         os.environ["KAIZEN_DATABASE_URL"] = os.environ["KAIZEN_TEST_DATABASE_URL"]

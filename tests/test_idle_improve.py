@@ -15,7 +15,7 @@ def _resources(store, embedder, **values):
     from eval.settings import EvalSettings
     from eval.worker.jobs import Resources
 
-    return Resources(store, embedder=embedder, settings=EvalSettings.defaults(**values))
+    return Resources(store, embedder=embedder, settings=EvalSettings.defaults(guard_answers=0, **values))
 
 
 def _passes(store) -> list[dict]:

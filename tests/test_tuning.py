@@ -100,9 +100,10 @@ def test_the_planner_tunes_its_way_back_from_a_poor_fusion_weight(clean_store, e
     with clean_store.session() as s:
         P.pin(s, "chunk_tokens", "320", actor="test")  # keeps this test on the query-time parameters
         P.pin(s, "search_candidates", "50", actor="test")
-    settings = EvalSettings.defaults(tune_min_probes=10)
+    settings = EvalSettings.defaults(tune_min_probes=10, guard_answers=0)
     first = active_id(clean_store)
-    plan = run_planner(clean_store, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
+    # (the missed chunks' generated questions, if proposed after the tuning, are the small model's to write)
+    plan = run_planner(clean_store, embedder=embedder, settings=settings)
     tuned = [r for r in plan.results if r.action["kind"] == "tune_search"]
     assert tuned and tuned[0].decision == "promoted", ([f["summary"] for f in plan.findings],
                                                        [(r.action["kind"], r.decision, r.reason) for r in plan.results])
@@ -118,7 +119,7 @@ def test_the_planner_tunes_its_way_back_from_a_poor_fusion_weight(clean_store, e
                                                                                     "search_candidates"]
     assert grid["train_after"]["mrr@10"] > grid["train_before"]["mrr@10"]
     # tuned on this version with these probes already: the next pass does not search the grid again
-    again = run_planner(clean_store, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
+    again = run_planner(clean_store, embedder=embedder, settings=settings)
     assert not any(r.action["kind"] == "tune_search" for r in again.results), again.as_dict()
     # and `kaizen kb revert` takes the tuning back like any repair
     from store.revert import revert

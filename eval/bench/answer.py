@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from agent.settings import MODEL_FIELDS
-from eval.metrics import exact_match, f1_score, normalise_tokens, percentile, wilson_interval
+from eval.metrics import answer_scores, contains_reference, percentile, string_presence, wilson_interval
 
 BASELINES = ("naive",)
 NAIVE_K = 4
@@ -49,42 +49,6 @@ def load_questions(path: str, limit: int | None, skip: int = 0) -> list[dict]:
     return mixed
 
 
-def _references(row: dict) -> list[str]:
-    return row.get("answers") or ([row["reference"]] if row.get("reference") else [])
-
-
-def _contains_reference(text: str, references: list[str]) -> bool:
-    """An accepted reference appears in `text`, both normalised (metrics.normalise_tokens, joined)."""
-    norm = "".join(normalise_tokens(text))
-    return any("".join(normalise_tokens(ref)) in norm for ref in references if ref)
-
-
-def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
-    from agent.prompts import strip_citations
-
-    references = _references(row)
-    if not references:
-        return None, None
-    text = strip_citations(answer)
-    f1 = max(f1_score(text, ref) for ref in references)
-    em = max(exact_match(text, ref) for ref in references)
-    # Short-span sets (JSQuAD): an answer that contains an accepted span also counts as a match.
-    if row.get("answers"):
-        em = max(em, float(_contains_reference(text, references)))
-    return f1, em
-
-
-def string_presence(answer: str, row: dict) -> float | None:
-    """1.0 when an accepted reference (JSQuAD's short answers, or ClapNQ's one reference) appears in the answer
-    after normalisation, as answer_scores' exact match counts it for short-span sets; None without references."""
-    from agent.prompts import strip_citations
-
-    references = _references(row)
-    if not references:
-        return None
-    return float(bool(answer) and _contains_reference(strip_citations(answer), references))
-
-
 def handled_right(row: dict, question: dict) -> bool:
     """The question was handled as a person would want: an answerable one answered with an accepted reference in
     the answer (every one of `required`, when the question lists the parts a whole answer has) and at least one
@@ -93,7 +57,7 @@ def handled_right(row: dict, question: dict) -> bool:
 
     if question.get("answerable", True):
         text = strip_citations(row["answer"])
-        whole = all(_contains_reference(text, [part]) for part in question.get("required", []))
+        whole = all(contains_reference(text, [part]) for part in question.get("required", []))
         return bool(not row["abstained"] and row.get("string_presence") and row.get("citations") and whole)
     return bool(row["abstained"] and row["answer"] == abstention_for(question["question"]))
 

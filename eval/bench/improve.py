@@ -77,7 +77,7 @@ def _retrieval(store, embedder, questions: list[dict]) -> dict | None:
 def _answers(agent, questions: list[dict]) -> dict | None:
     import statistics
 
-    from eval.bench.answer import answer_scores, string_presence
+    from eval.metrics import answer_scores, string_presence
 
     if not questions:
         return None

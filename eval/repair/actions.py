@@ -262,6 +262,10 @@ class _ModelAction(Action):
     def indexed_text(self, title, text, search_text, generated) -> str:
         raise NotImplementedError
 
+    def keep(self, ctx, builder, row, generated: str) -> str:
+        """What of the validated output to use (a filter may drop lines; empty: nothing)."""
+        return generated
+
     def build(self, builder, ctx):
         builder.copy_unchanged()
         with ctx.store.session() as s:
@@ -277,9 +281,14 @@ class _ModelAction(Action):
                 ctx.rejected_outputs.append({"action": self.kind, "chunk_id": row.id, "error": result.error,
                                              "raw": (result.raw or "")[:300]})
                 continue
-            outputs.append({"chunk_id": row.id, "generated": result.text[:500]})
+            kept = self.keep(ctx, builder, row, result.text)
+            if not kept:
+                ctx.rejected_outputs.append({"action": self.kind, "chunk_id": row.id, "raw": result.text[:300],
+                                             "error": "no generated line passed the filter"})
+                continue
+            outputs.append({"chunk_id": row.id, "generated": kept[:500]})
             changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
-                                             self.indexed_text(row.title, row.text, row.search_text, result.text),
+                                             self.indexed_text(row.title, row.text, row.search_text, kept),
                                              self.origin, row.id))
             if ctx.check is not None:
                 ctx.check()

@@ -10,7 +10,8 @@ that would repair it (None when it is only reported: knowledge gaps, vanished so
 - feedback: /bad answers; their corrections -> candidate knowledge marked user-provided;
 - content: chunks cited by answers a *trusted* LLM metric scored low -> rewrite them;
 - retrieval: train probes whose gold documents are not in the top 5 -> enrich the best chunk of each gold
-  document (only when a quality alert asked for repairs: a clean KB is left alone);
+  document when a quality alert asked for repairs; in an improvement pass, once nothing above is left, the model
+  writes the questions those chunks answer, kept only if they find their chunk (eval/repair/expansion.py);
 - traffic: questions answered well (train probes, /good answers, answers every trusted metric scored high) not
   yet learned -> learn them into the indexed text of the chunks that answered them (eval/repair/learning.py), once
   there are `KAIZEN_IMPROVE_MIN_EVIDENCE` of them and no defect above is left to repair, in an improvement pass
@@ -217,9 +218,10 @@ def content(store, version, max_chunks: int, settings: EvalSettings | None = Non
 
 
 def retrieval(store, embedder, version, *, explore: bool, max_chunks: int) -> tuple[list[Finding], dict | None]:
+    """Train probes that miss their gold document in the top 5: enrichment after a quality alert (`explore`);
+    otherwise reported, with the chunks to expand in an improvement pass in `detail["chunk_ids"]`."""
     from eval.probes.retrieval import score_probes
     from eval.probes.sets import load_probes
-    from store.search import Filters, search
 
     probes = load_probes(store, split="train")
     if not probes:
@@ -229,11 +231,23 @@ def retrieval(store, embedder, version, *, explore: bool, max_chunks: int) -> tu
     misses = [by_id[r.probe_id] for r in per_probe if r.scores["recall@5"] == 0.0]
     if not misses:
         return [], summary
-    detail = {"probes": len(per_probe), "missed": [p.id for p in misses][:50]}
+    chunk_ids = _missed_chunks(store, embedder, version, misses, max_chunks)
+    detail = {"probes": len(per_probe), "missed": [p.id for p in misses][:50], "chunk_ids": chunk_ids}
     summary_text = f"{len(misses)} of {len(per_probe)} train probes miss their gold document in the top 5"
     if not explore:
-        return [Finding("retrieval_misses", summary_text + " (enrichment runs when a quality alert asks for it)",
-                        len(misses), None, detail)], summary
+        return [Finding("retrieval_misses", summary_text + " (enrichment runs when a quality alert asks for it, "
+                        "generated questions in an improvement pass)", len(misses), None, detail)], summary
+    action = A.Enrich(target=f"{len(chunk_ids)} chunks", reason=summary_text, chunk_ids=chunk_ids,
+                      document_ids=[]) if chunk_ids else None
+    return [Finding("retrieval_misses", summary_text, len(misses), action, detail)], summary
+
+
+def _missed_chunks(store, embedder, version, misses, max_chunks: int) -> list[int]:
+    """The chunk of each missed probe's gold document that best matches its question (not yet expanded)."""
+    from store.search import Filters, search
+
+    from .expansion import GENERATED_HEADER
+
     chunk_ids: list[int] = []
     with store.session() as s:
         for probe in misses:
@@ -241,11 +255,29 @@ def retrieval(store, embedder, version, *, explore: bool, max_chunks: int) -> tu
                           filters=Filters(document_ids=tuple(probe.gold_document_ids)))
             if hits and hits[0].chunk_id not in chunk_ids:
                 chunk_ids.append(hits[0].chunk_id)
-            if len(chunk_ids) >= max_chunks:
-                break
-    action = A.Enrich(target=f"{len(chunk_ids)} chunks", reason=summary_text, chunk_ids=chunk_ids,
-                      document_ids=[]) if chunk_ids else None
-    return [Finding("retrieval_misses", summary_text, len(misses), action, detail)], summary
+        expanded = set(s.execute(sa.text("SELECT id FROM chunks WHERE id = ANY(:ids) AND strpos(search_text, :h) > 0"),
+                                 {"ids": chunk_ids, "h": GENERATED_HEADER}).scalars())
+    return [c for c in chunk_ids if c not in expanded][:max_chunks]
+
+
+def expansion(store, version, found: list[Finding]) -> list[Finding]:
+    """Generated questions for the chunks train probes miss, in an improvement pass; not proposed again for the
+    same chunks of a version once the guard has refused them."""
+    from .expansion import ExpandWithQuestions
+
+    chunk_ids = next((f.detail.get("chunk_ids") for f in found if f.kind == "retrieval_misses"), None)
+    if not chunk_ids:
+        return []
+    with store.session() as s:
+        refused = s.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM kb_changes WHERE kind = 'repair:expand_questions' AND decision <> "
+            "'promoted' AND (before ->> 'base_version')::int = :v)"), {"v": version.id}).scalar()
+    if refused:
+        return [Finding("expansion", f"generated questions for missed chunks were already refused on KB version "
+                        f"{version.id}", 0)]
+    summary = f"{len(chunk_ids)} chunk(s) train probes miss: the model writes the questions they answer (filtered)"
+    return [Finding("expansion", summary, len(chunk_ids),
+                    ExpandWithQuestions(target=f"{len(chunk_ids)} chunks", reason=summary, chunk_ids=chunk_ids))]
 
 
 def knowledge_gaps(store) -> list[Finding]:
@@ -281,5 +313,6 @@ def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = T
         findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
                              trusted=trusted_llm_metrics(store, settings=settings))
         findings += tuning(store, embedder, version, settings, deadline=deadline)
+        findings += expansion(store, version, found)
     findings += knowledge_gaps(store)
     return Diagnosis(version.id, findings, train_metrics)

@@ -2,7 +2,14 @@
 the version it was built from, and promoted only if a trusted metric improves and none regresses beyond the
 tolerance (`KAIZEN_REPAIR_TOLERANCE`, default 0.02 absolute); a rise counts from `KAIZEN_REPAIR_MIN_GAIN` (0.005,
 below it one probe moving one rank is noise). The gold-id retrieval metrics are the trusted ones
-the guard measures; LLM-judged metrics never decide a promotion on their own."""
+the guard measures; LLM-judged metrics never decide a promotion on their own.
+
+Answers weigh too: with `KAIZEN_GUARD_ANSWERS` > 0 the agent answers that many held-out probes on both versions
+(read from the version, never recorded as traffic), and a change whose answers score lower than the base's by more
+than `KAIZEN_GUARD_ANSWER_TOLERANCE` in token F1, string presence of an accepted reference or semantic similarity
+to the reference, with at least two more probes worse than better, is not promoted, however much recall rose:
+the recovery benchmark found a small model answering better from short fragments while recall fell, and the
+opposite can happen too."""
 
 from __future__ import annotations
 
@@ -47,6 +54,83 @@ class HeldoutScorer:
             _, summary = score_probes(self.store, self.embedder, self.probes, version_id)
             self._cache[version_id] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
         return self._cache[version_id]
+
+
+ANSWER_METRICS = ("token_f1", "string_presence", "semantic_similarity")
+
+
+class AnswerScorer:
+    """Non-LLM answer metrics of the first `n` held-out probes with a reference, answered by the agent on a given
+    KB version; computed once per version in a planner run. `agent()` makes the agent when first needed."""
+
+    def __init__(self, store, embedder, agent, n: int):
+        from eval.probes.sets import load_probes
+
+        self.store = store
+        self.embedder = embedder
+        self._agent_factory = agent
+        self._agent = None
+        self.probes = [p for p in load_probes(store, split="heldout") if p.answers or p.reference][:n] if n else []
+        self._cache: dict[int, dict] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.probes)
+
+    def _similarity(self, answer: str, references: list[str]) -> float:
+        import numpy as np
+
+        if not answer.strip() or not references:
+            return 0.0
+        vectors = np.asarray(self.embedder.embed_queries([answer, *references]), dtype=np.float32)
+        return float(max(vectors[1:] @ vectors[0]))
+
+    def metrics(self, version_id: int) -> dict | None:
+        from agent.prompts import strip_citations
+        from eval.metrics import answer_scores, references_of, string_presence
+
+        if not self.probes:
+            return None
+        if version_id not in self._cache:
+            if self._agent is None:
+                self._agent = self._agent_factory()
+            rows = []
+            for probe in self.probes:
+                turn = self._agent.ask(probe.question, kb_version=version_id, record=False)
+                text = "" if turn.abstained else turn.answer
+                question = {"answers": probe.answers, "reference": probe.reference}
+                f1, _ = answer_scores(text, question)
+                rows.append({"probe_id": probe.id, "abstained": turn.abstained, "token_f1": f1 or 0.0,
+                             "string_presence": string_presence(text, question) or 0.0,
+                             "semantic_similarity": self._similarity(strip_citations(text), references_of(question))})
+            n = len(rows)
+            self._cache[version_id] = {
+                "answers": n, "abstained": sum(r["abstained"] for r in rows),
+                **{m: round(sum(r[m] for r in rows) / n, 4) for m in ANSWER_METRICS},
+                "per_probe": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+        return self._cache[version_id]
+
+
+MIN_NET_WORSE = 2  # answers are few and a small model's vary: a regression is a drop most probes agree on
+
+
+def answers_regress(before: dict | None, after: dict | None, tol: float) -> str | None:
+    """Why the candidate's answers are worse than the base's, or None: a metric whose mean falls by more than
+    `tol` while at least MIN_NET_WORSE more probes got worse than better (one answer changing its wording is
+    not a regression)."""
+    if not before or not after:
+        return None
+    pairs = list(zip(before["per_probe"], after["per_probe"]))
+    worse = []
+    for m in ANSWER_METRICS:
+        down = sum(a[m] < b[m] - 1e-9 for b, a in pairs)
+        up = sum(a[m] > b[m] + 1e-9 for b, a in pairs)
+        if after[m] < before[m] - tol - 1e-9 and down - up >= MIN_NET_WORSE:
+            worse.append(f"{m} {before[m]:.3f}->{after[m]:.3f} (worse on {down}, better on {up})")
+    if not worse:
+        return None
+    return ("its held-out answers regress: " + ", ".join(worse) + f" beyond the answer tolerance {tol} "
+            f"({before['answers']} answers)")
 
 
 def decide(before: dict, after: dict, mode: str = "improve", tol: float | None = None,

@@ -1,5 +1,6 @@
-"""The two things a repair asks the local model for, constrained by a JSON schema and validated: search
-questions and keywords for a chunk (enrichment), and a cleaned-up rewrite of a chunk. An empty reply, a reply
+"""What a repair asks the local model for, constrained by a JSON schema and validated: search questions and
+keywords for a chunk (enrichment), the questions a chunk answers (generated expansion), and a cleaned-up rewrite
+of a chunk. An empty reply, a reply
 in another script than the chunk's, or a rewrite that drops most of the chunk is rejected with a reason (the
 caller records it in kb_changes); nothing here raises for a bad reply."""
 
@@ -18,6 +19,12 @@ ENRICH_SCHEMA = {
                      "items": {"type": "string", "minLength": 1, "maxLength": 40}},
     },
     "required": ["questions", "keywords"],
+}
+QUESTIONS_SCHEMA = {
+    "type": "object",
+    "properties": {"questions": {"type": "array", "minItems": 1, "maxItems": 5,
+                                 "items": {"type": "string", "minLength": 1, "maxLength": 160}}},
+    "required": ["questions"],
 }
 REWRITE_SCHEMA = {
     "type": "object",
@@ -64,6 +71,16 @@ def validate_enrichment(original: str):
     return check
 
 
+def validate_questions(original: str):
+    """The questions in the chunk's script, one a line (at least one survives, or the reply is rejected)."""
+    def check(value) -> str:
+        kept = [q for q in (" ".join(str(x).split()) for x in value["questions"]) if q and same_script(original, q)]
+        if not kept:
+            raise ValueError("no question in the chunk's language")
+        return "\n".join(dict.fromkeys(kept))
+    return check
+
+
 def validate_rewrite(original: str):
     def check(value) -> str:
         text = _require_text(value["text"], original, "rewrite")
@@ -82,6 +99,9 @@ def _messages(instruction: str, title: str, text: str) -> list[dict]:
 
 ENRICH_INSTRUCTION = ("Write up to three short questions that the passage answers, and up to eight keywords, in "
                       "the passage's own language. Use only facts stated in the passage. Reply in JSON.")
+QUESTIONS_INSTRUCTION = ("Write up to five different questions that a reader could ask and that the passage "
+                         "answers, each on its own, in the passage's own language. Use only facts stated in the "
+                         "passage. Reply in JSON.")
 REWRITE_INSTRUCTION = ("Rewrite the passage as clean, clear prose in its own language: fix broken spacing and "
                        "punctuation, keep every fact, add nothing that is not in it. Reply in JSON.")
 
@@ -89,6 +109,12 @@ REWRITE_INSTRUCTION = ("Rewrite the passage as clean, clear prose in its own lan
 def generate_enrichment(llm, title: str, text: str) -> Generated:
     result = llm.json_chat(_messages(ENRICH_INSTRUCTION, title, text), ENRICH_SCHEMA,
                            validate=validate_enrichment(text), max_tokens=200, kind="repair_enrich")
+    return Generated(result.ok, result.value or "", result.error, result.raw)
+
+
+def generate_questions(llm, title: str, text: str) -> Generated:
+    result = llm.json_chat(_messages(QUESTIONS_INSTRUCTION, title, text), QUESTIONS_SCHEMA,
+                           validate=validate_questions(text), max_tokens=240, kind="repair_questions")
     return Generated(result.ok, result.value or "", result.error, result.raw)
 
 

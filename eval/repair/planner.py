@@ -24,7 +24,7 @@ from store.reindex import clean_abandoned
 from .actions import Action, NothingToBuild, RepairContext, SourceVanished
 from .candidate import CandidateBuilder
 from .diagnose import diagnose
-from .guard import HeldoutScorer, decide
+from .guard import AnswerScorer, HeldoutScorer, answers_regress, decide
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _record(session, action: Action, result: ActionResult, actor: str) -> int:
 
 
 def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutScorer, actor: str,
-           reindex_lock_conn) -> ActionResult:
+           reindex_lock_conn, answers: AnswerScorer | None = None) -> ActionResult:
     started = time.perf_counter()
     lock_lost = False
     with locks.session_lock(reindex_lock_conn, locks.REINDEX):
@@ -125,6 +125,17 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
             verdict = decide(result.metrics_before, result.metrics_after, action.guard,
                              ctx.settings.repair_tolerance, ctx.settings.repair_min_gain)
             result.reason = verdict.reason
+            if verdict.promote and answers is not None and answers.enabled:  # only for what would be promoted
+                before, after = answers.metrics(base.id), answers.metrics(builder.id)
+                result.metrics_before = {**result.metrics_before, "answers": before}
+                result.metrics_after = {**result.metrics_after, "answers": after}
+                worse = answers_regress(before, after, ctx.settings.guard_answer_tolerance)
+                if worse:
+                    verdict.promote, result.reason = False, f"{verdict.reason}, but {worse}"
+                else:
+                    result.reason = (f"{verdict.reason}; its {after['answers']} held-out answers score token F1 "
+                                     f"{before['token_f1']:.3f}->{after['token_f1']:.3f}, string presence "
+                                     f"{before['string_presence']:.3f}->{after['string_presence']:.3f}")
             lock_lost = verdict.promote and not locks.still_held(reindex_lock_conn)
             if lock_lost:
                 verdict.promote = False
@@ -193,6 +204,16 @@ def _alert(store, alert_id: int | None, status: str | None = None) -> dict | Non
     return dict(row) if row else None
 
 
+def _answer_scorer(store, embedder, ctx: RepairContext) -> AnswerScorer:
+    """The guard's answer side: the agent, on the planner's model, answering KAIZEN_GUARD_ANSWERS held-out probes."""
+    def agent():
+        from agent.graph import Agent
+
+        return Agent(store, embedder=embedder, llm=ctx.llm(), persist=False)
+
+    return AnswerScorer(store, embedder, agent, ctx.settings.guard_answers)
+
+
 def _default_llm():
     from agent.llm import get_llm
 
@@ -237,6 +258,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                 clean_abandoned(store)
             ctx = RepairContext(store, embedder, llm or _default_llm, check=check, settings=settings)
             scorer = HeldoutScorer(store, embedder)
+            answers = _answer_scorer(store, embedder, ctx)
             tried: set[str] = set()
             rounds = max_rounds or settings.repair_max_rounds
             while plan.rounds < rounds:
@@ -258,7 +280,7 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                         notes.append(f"the time budget of {budget_seconds:g} s ran out")
                         break
                     tried.add(action.signature())
-                    result = _apply(store, embedder, action, ctx, scorer, actor, conn)
+                    result = _apply(store, embedder, action, ctx, scorer, actor, conn, answers)
                     plan.results.append(result)
                     log.info("repair %s: %s (%s)", action.kind, result.decision, result.reason)
                     if result.decision == "promoted":
@@ -295,7 +317,8 @@ def run_actions(store, embedder, actions: list[Action], *, llm=None, check=None,
     with store.engine.connect() as conn, locks.session_lock(conn, locks.PLANNER):
         ctx = RepairContext(store, embedder, llm or _default_llm, check=check, settings=settings or EvalSettings())
         scorer = HeldoutScorer(store, embedder)
-        return [_apply(store, embedder, a, ctx, scorer, actor, conn) for a in actions]
+        answers = _answer_scorer(store, embedder, ctx)
+        return [_apply(store, embedder, a, ctx, scorer, actor, conn, answers) for a in actions]
 
 
 __all__ = ["run_planner", "run_actions", "Plan", "ActionResult"]
