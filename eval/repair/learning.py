@@ -26,11 +26,15 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 
+from store.lexical import CURRENT_SCHEME as LEXICAL_SCHEME
+from store.lexical import lexical_text
+
 from .actions import Action, NothingToBuild
 from .candidate import IndexedTextChange, update_indexed_text
 
 HIGH_SCORE = 0.8
 MAX_LEARNED_PER_CHUNK = 8
+MAX_LEARNED_CHARS = 300  # a question longer than this is not a question to index
 LEARNED_HEADER = "Questions this answers:"  # the line learned questions follow in the indexed text
 
 
@@ -84,8 +88,60 @@ def _cited_evidence(session, version_id: int, rows, kind: str) -> list[Evidence]
             if r.chunk_id in mapped]
 
 
-def gather(store, embedder, version, *, trusted: set[str] | None = None) -> tuple[list[Evidence], list[Evidence]]:
-    """(what to learn, what to unlearn) on `version`: new evidence only, held-out questions left out."""
+def refusal(session, question: str, chunk_id: int, chunk_text: str, *, from_people: bool,
+            scheme: str = LEXICAL_SCHEME) -> str | None:
+    """Why a question may not go into a chunk's indexed text, or None. Any question: not longer than
+    MAX_LEARNED_CHARS, no instruction aimed at the assistant. A question from people (a /good or highly scored
+    answer, not a curated probe) must also be in the chunk's script and share a search term with the chunk, so a
+    hostile or off-topic question rated /good cannot plant text in the index of a chunk it has nothing to do with."""
+    from agent.nodes_checks import redact_injections
+
+    from .llm_outputs import same_script
+
+    if len(question) > MAX_LEARNED_CHARS:
+        return f"longer than {MAX_LEARNED_CHARS} characters"
+    if redact_injections(question)[1]:
+        return "instruction-like text"
+    if not from_people:
+        return None
+    if not same_script(chunk_text, question):
+        return "in another language than the chunk"
+    shares = session.execute(sa.text(
+        "SELECT EXISTS (SELECT 1 FROM chunks c JOIN kb_versions v ON v.id = c.kb_version, "
+        "unnest(to_tsvector(v.text_search_config, :q)) q WHERE c.id = :c AND c.tsv @@ CAST(quote_literal(q.lexeme) "
+        "AS tsquery))"), {"q": lexical_text(question, scheme), "c": chunk_id}).scalar()
+    return None if shares else "shares no search term with the chunk"
+
+
+def _withdrawn(session, version_id: int) -> list[Evidence]:
+    """Learned questions whose only evidence was answers that are gone now (deleted interactions): to unlearn."""
+    rows = session.execute(sa.text(
+        "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id "
+        "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
+        "WHERE c.kind = 'repair:learn_from_traffic' AND c.decision = 'promoted' "
+        "AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored')")).all()
+    if not rows:
+        return []
+    people = {int(r.source.split(":")[1]) for r in rows if not r.source.startswith("probe:")}
+    alive = set(session.execute(sa.text("SELECT id FROM interactions WHERE id = ANY(:ids)"),
+                                {"ids": sorted(people)}).scalars()) if people else set()
+    mapped = _same_chunk(session, sorted({r.chunk_id for r in rows}), version_id)
+    support: dict[tuple[int, str], list] = {}
+    for r in rows:
+        if r.chunk_id in mapped:
+            support.setdefault((mapped[r.chunk_id], normalise(r.question)), []).append(r)
+    out = []
+    for (chunk, _), evidence in support.items():
+        gone = [r for r in evidence if not r.source.startswith("probe:") and int(r.source.split(":")[1]) not in alive]
+        if gone and len(gone) == len(evidence):
+            out.append(Evidence(chunk, gone[0].question, "withdrawn:" + gone[0].source.split(":")[1]))
+    return out
+
+
+def gather(store, embedder, version, *, trusted: set[str] | None = None,
+           rejected: list[dict] | None = None) -> tuple[list[Evidence], list[Evidence]]:
+    """(what to learn, what to unlearn) on `version`: new evidence only, held-out questions left out; questions
+    `refusal` keeps out are appended to `rejected` with the reason."""
     from eval.probes.sets import load_probes
     from store.search import Filters, search
 
@@ -116,10 +172,19 @@ def gather(store, embedder, version, *, trusted: set[str] | None = None) -> tupl
             learn += _cited_evidence(s, version.id, scored, "scored")
         bad = s.execute(sa.text(cited + "WHERE EXISTS (SELECT 1 FROM feedback f WHERE f.interaction_id = i.id "
                                 "AND f.rating = -1)")).all()
-        unlearn = _cited_evidence(s, version.id, bad, "bad")
-        texts = dict(s.execute(sa.text("SELECT id, search_text FROM chunks WHERE id = ANY(:ids)"),
-                               {"ids": sorted({e.chunk_id for e in learn + unlearn})}).all())
-    known = {chunk: {normalise(line) for line in learned_lines(text)} for chunk, text in texts.items()}
+        unlearn = _cited_evidence(s, version.id, bad, "bad") + _withdrawn(s, version.id)
+        chunks = {r.id: r for r in s.execute(sa.text("SELECT id, text, search_text FROM chunks WHERE id = ANY(:ids)"),
+                                             {"ids": sorted({e.chunk_id for e in learn + unlearn})}).all()}
+        admitted = []
+        for e in learn:
+            why = refusal(s, e.question, e.chunk_id, chunks[e.chunk_id].text,
+                          from_people=not e.source.startswith("probe:"), scheme=version.lexical_scheme)
+            if why is None:
+                admitted.append(e)
+            elif rejected is not None:
+                rejected.append({**e.as_dict(), "question": e.question[:200], "why": why})
+        learn = admitted
+    known = {chunk: {normalise(line) for line in learned_lines(row.search_text)} for chunk, row in chunks.items()}
     refused = {normalise(e.question) for e in unlearn}
     fresh, seen = [], set()
     for e in learn:
@@ -176,14 +241,29 @@ class LearnFromTraffic(Action):
         update_indexed_text(builder, changes)
         sources = sorted({e["source"] for e in self.learn + self.unlearn})
         return {"chunks": len(changes), "learned": len(self.learn), "unlearned": len(self.unlearn),
-                "evidence": (self.learn + self.unlearn)[:200], "evidence_sources": sources}
+                "evidence": self.learn + self.unlearn, "evidence_sources": sources}
+
+
+def _record_refused(store, version_id: int, rejected: list[dict]) -> None:
+    """Each question kept out of the index, once (a `learning_refused` row per evidence source)."""
+    from store.kb_versions import record_change
+
+    with store.session() as s:
+        done = set(s.execute(sa.text("SELECT target FROM kb_changes WHERE kind = 'learning_refused'")).scalars())
+        for r in rejected:
+            if r["source"] not in done:
+                record_change(s, kind="learning_refused", kb_version=version_id, target=r["source"], after=r,
+                              decision="rejected", actor="kaizen planner")
 
 
 def learning(store, embedder, version, *, min_evidence: int, trusted: set[str] | None = None):
     """The diagnosis finding: new evidence to learn (an action once there is at least `min_evidence` of it)."""
     from .diagnose import Finding
 
-    learn, unlearn = gather(store, embedder, version, trusted=trusted)
+    rejected: list[dict] = []
+    learn, unlearn = gather(store, embedder, version, trusted=trusted, rejected=rejected)
+    if rejected:
+        _record_refused(store, version.id, rejected)
     if not learn and not unlearn:
         return []
     kinds: dict[str, int] = {}
