@@ -55,7 +55,8 @@ def revert(store, change_id: int, actor: str = ACTOR) -> dict:
                               f"changes built on it ({names}); revert those first, newest first")
         built_on = s.execute(sa.text(
             "SELECT id, kind FROM kb_changes WHERE id > :id AND kb_version = :v AND kind NOT IN "
-            "('version_activated', 'version_rolled_back', 'revert') AND decision NOT IN ('no_change', 'rejected') ORDER BY id"),
+            "('version_activated', 'version_rolled_back', 'revert') AND decision NOT IN ('no_change', 'rejected') "
+            "ORDER BY id"),
             {"id": change_id, "v": version.id}).all()
         if built_on:
             names = ", ".join(f"{r.id} ({r.kind})" for r in built_on[:5])
