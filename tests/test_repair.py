@@ -112,10 +112,12 @@ class ScriptedLLM:
 
     def __init__(self, replies):
         self.replies = list(replies)
+        self.prompts = []
 
     def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
         from agent.llm import parse_json_reply
 
+        self.prompts.append(messages)
         return parse_json_reply(self.replies.pop(0), validate)
 
 
@@ -134,6 +136,35 @@ def test_rewrites_returned_empty_or_in_another_language_are_rejected_and_recorde
     rejected = changes(tiny_kb, "repair_output_rejected")
     errors = sorted(r.after["error"] for r in rejected)
     assert len(rejected) == 2 and "empty" in errors[0] and "another language" in errors[1]
+
+
+def test_generated_questions_are_kept_only_in_the_chunks_language_and_if_they_find_their_chunk(tiny_kb, embedder,
+                                                                                                 monkeypatch):
+    import eval.repair.expansion as expansion
+    from eval.repair.expansion import GENERATED_HEADER, ExpandWithQuestions
+    from eval.repair.llm_outputs import QUESTIONS_INSTRUCTION, generate_questions
+    from eval.repair.planner import run_actions
+
+    monkeypatch.setattr(expansion, "FILTER_RANK", 1)  # four documents: the top ten would be all of them
+    monkeypatch.setattr(ExpandWithQuestions, "guard", "non_inferior")  # to read what a promotion keeps
+    with tiny_kb.session() as s:
+        owl = s.execute(sa.text("SELECT c.id FROM active_chunks c JOIN documents d ON d.id = c.document_id "
+                                "WHERE d.source_id = 'd-owl'")).scalar_one()
+    fake = ScriptedLLM(['{"questions": ["How far can an owl turn its head?", "What is the capital of Peru?", '
+                        '"フクロウの首は何度回りますか？"]}'])
+    [result] = run_actions(tiny_kb, embedder, [ExpandWithQuestions(target="1 chunk", reason="test", chunk_ids=[owl])],
+                           llm=lambda: fake)
+    assert result.decision == "promoted", result.reason
+    with tiny_kb.session() as s:
+        row = s.execute(sa.text("SELECT c.text, c.search_text, c.origin FROM active_chunks a JOIN chunks c USING (id) "
+                                "JOIN documents d ON d.id = c.document_id WHERE d.source_id = 'd-owl'")).one()
+    generated = row.search_text.split(f"\n{GENERATED_HEADER}\n", 1)[1].splitlines()
+    assert generated == ["How far can an owl turn its head?"] and row.origin == "enrichment"
+    assert "Peru" not in row.text and GENERATED_HEADER not in row.text  # the shown text is untouched
+    # a Japanese chunk is asked in Japanese (asked in English, the model wrote English questions, all rejected)
+    fake = ScriptedLLM(['{"questions": ["梅雨はいつですか？"]}'])
+    assert generate_questions(fake, "梅雨", "梅雨は六月から七月にかけての雨の季節である。").ok
+    assert fake.prompts[0][0]["content"] == QUESTIONS_INSTRUCTION["ja"]
 
 
 def test_a_source_deleted_between_plan_and_apply_is_skipped(clean_store, embedder, tmp_path):

@@ -97,23 +97,36 @@ def _messages(instruction: str, title: str, text: str) -> list[dict]:
     ]
 
 
-ENRICH_INSTRUCTION = ("Write up to three short questions that the passage answers, and up to eight keywords, in "
-                      "the passage's own language. Use only facts stated in the passage. Reply in JSON.")
-QUESTIONS_INSTRUCTION = ("Write up to five different questions that a reader could ask and that the passage "
-                         "answers, each on its own, in the passage's own language. Use only facts stated in the "
-                         "passage. Reply in JSON.")
+def _in_language(instructions: dict[str, str], text: str) -> str:
+    """The instruction in the chunk's language: asked in English, the small model writes English questions
+    about a Japanese passage, which the script check then rejects."""
+    return instructions["ja"] if cjk_ratio(text) >= 0.3 else instructions["en"]
+
+
+ENRICH_INSTRUCTION = {
+    "en": ("Write up to three short questions that the passage answers, and up to eight keywords, in the passage's "
+           "own language. Use only facts stated in the passage. Reply in JSON."),
+    "ja": ("この文章が答えになる短い質問を最大三つと、キーワードを最大八つ、日本語で書いてください。"
+           "文章に書かれている事実だけを使ってください。JSONで答えてください。"),
+}
+QUESTIONS_INSTRUCTION = {
+    "en": ("Write up to five different questions that a reader could ask and that the passage answers, each on its "
+           "own, in the passage's own language. Use only facts stated in the passage. Reply in JSON."),
+    "ja": ("この文章が答えになる、読者が尋ねそうな質問を、それぞれ独立した日本語の文で最大五つ書いてください。"
+           "文章に書かれている事実だけを使ってください。JSONで答えてください。"),
+}
 REWRITE_INSTRUCTION = ("Rewrite the passage as clean, clear prose in its own language: fix broken spacing and "
                        "punctuation, keep every fact, add nothing that is not in it. Reply in JSON.")
 
 
 def generate_enrichment(llm, title: str, text: str) -> Generated:
-    result = llm.json_chat(_messages(ENRICH_INSTRUCTION, title, text), ENRICH_SCHEMA,
+    result = llm.json_chat(_messages(_in_language(ENRICH_INSTRUCTION, text), title, text), ENRICH_SCHEMA,
                            validate=validate_enrichment(text), max_tokens=200, kind="repair_enrich")
     return Generated(result.ok, result.value or "", result.error, result.raw)
 
 
 def generate_questions(llm, title: str, text: str) -> Generated:
-    result = llm.json_chat(_messages(QUESTIONS_INSTRUCTION, title, text), QUESTIONS_SCHEMA,
+    result = llm.json_chat(_messages(_in_language(QUESTIONS_INSTRUCTION, text), title, text), QUESTIONS_SCHEMA,
                            validate=validate_questions(text), max_tokens=240, kind="repair_questions")
     return Generated(result.ok, result.value or "", result.error, result.raw)
 
