@@ -143,3 +143,18 @@ def test_a_chunk_size_without_a_train_gain_is_rolled_back_unseen_by_the_guard(ti
     assert "held-out probes were not consulted" in result.reason and result.metrics_after is None
     assert result.build["train_gate"]["passed"] is False
     assert active_id(tiny_kb) == before
+
+
+def test_chunk_sizes_worth_a_re_embedding():
+    import types
+
+    from eval.repair.tuning import chunk_sizes, overlap_for
+
+    def version(tokens):
+        return types.SimpleNamespace(chunk_tokens=tokens)
+
+    # from a user's 64: the default first (the likeliest jump), then twice the size
+    assert chunk_sizes(version(64), configured=64) == [320, 128]
+    assert chunk_sizes(version(320), configured=320) == [510, 160]
+    assert chunk_sizes(version(128), configured=320) == [320, 256, 64]
+    assert [overlap_for(n) for n in (64, 128, 320, 510)] == [10, 19, 48, 76]

@@ -55,7 +55,9 @@ def start_settings(start: dict) -> dict:
         key = name.strip().lower().removeprefix("kaizen_")
         fields[key if key in ("chunk_tokens", "chunk_overlap") else P.field_of(key)] = value
     if "chunk_tokens" in fields and "chunk_overlap" not in fields:
-        fields["chunk_overlap"] = min(int(fields["chunk_tokens"]) - 1, StoreSettings.defaults().chunk_overlap)
+        from eval.repair.tuning import overlap_for
+
+        fields["chunk_overlap"] = overlap_for(int(fields["chunk_tokens"]))
     parsed = StoreSettings.defaults(**fields)
     return {f: getattr(parsed, f) for f in fields}
 

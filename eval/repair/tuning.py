@@ -190,6 +190,14 @@ def chunk_sizes(version, configured: int) -> list[int]:
     return [s for s in dict.fromkeys(sizes) if s != current]
 
 
+def overlap_for(size: int) -> int:
+    """The overlap a chunk size gets: the declared defaults' share (48 of 320 tokens)."""
+    from store.settings import StoreSettings
+
+    default = StoreSettings.defaults()
+    return min(size - 1, round(size * default.chunk_overlap / default.chunk_tokens))
+
+
 def _tried_sizes(session, version_id: int) -> set[int]:
     """Chunk sizes not worth another full re-embedding: tried by tune_chunking and not kept (from any version),
     and those of the versions this one descends from."""
@@ -244,7 +252,7 @@ def tuning(store, embedder, version, settings, *, deadline: float | None = None)
     for size in chunk_sizes(version, store.settings.chunk_tokens):
         if size in tried_sizes:
             continue
-        overlap = min(size - 1, round(size * store.settings.chunk_overlap / store.settings.chunk_tokens))
+        overlap = overlap_for(size)
         reason = f"chunks of {size} tokens instead of {version.chunk_tokens}, if the train probes gain"
         findings.append(Finding("tuning", reason, 1, TuneChunking(target="all documents", reason=reason,
                                                                  chunk_tokens=size, chunk_overlap=overlap)))
