@@ -158,3 +158,19 @@ def test_chunk_sizes_worth_a_re_embedding():
     assert chunk_sizes(version(320), configured=320) == [510, 160]
     assert chunk_sizes(version(128), configured=320) == [320, 256, 64]
     assert [overlap_for(n) for n in (64, 128, 320, 510)] == [10, 19, 48, 76]
+
+
+def test_kb_params_pin_and_unpin_from_the_cli(tiny_kb):  # noqa: F811
+    import json
+
+    from tests.support.common import run_cli
+
+    assert run_cli("kb", "pin", "fusion_alpha", "0.4").returncode == 0
+    params = {p["name"]: p for p in json.loads(run_cli("kb", "params", "--json").stdout)["parameters"]}
+    assert (params["fusion_alpha"]["value"], params["fusion_alpha"]["origin"]) == (0.4, "pinned")
+    bad = run_cli("kb", "pin", "fusion_alpha", "7")
+    assert bad.returncode == 2 and "KAIZEN_FUSION_ALPHA=7 must be between 0 and 1" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert "unpinned fusion_alpha" in run_cli("kb", "unpin", "fusion_alpha").stdout
+    params = {p["name"]: p for p in json.loads(run_cli("kb", "params", "--json").stdout)["parameters"]}
+    assert params["fusion_alpha"]["origin"] == "settings"
