@@ -1,4 +1,4 @@
-"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|revert|params|pin|unpin|prune`,
+"""The self-repair commands: `kaizen improve`, `kaizen gaps`, `kaizen kb log|show|revert|params|pin|unpin|prune`,
 `kaizen export qa`."""
 
 from __future__ import annotations
@@ -74,6 +74,17 @@ def register_commands(cli: click.Group) -> None:
         print_table(["id", "when", "kind", "version", "decision", "held-out before", "held-out after", "target"],
                     [[r["id"], str(r["created_at"])[:19], r["kind"], r["kb_version"], r["decision"],
                       _short(r["metrics_before"]), _short(r["metrics_after"]), r["target"]] for r in rows])
+        return 0
+
+    @kb_group.command(name="show")
+    @click.argument("change_id", type=int)
+    def kb_show_command(change_id: int) -> int:
+        """one change whole, as JSON: a learning's questions and the interactions or probes they came from
+
+        Exits 2 when there is no such change."""
+        from store.revert import get_change
+
+        print_json(get_change(open_store(), change_id))
         return 0
 
     @kb_group.command(name="revert")

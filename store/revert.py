@@ -29,6 +29,18 @@ def change_log(store, limit: int = 50, repairs_only: bool = False) -> list[dict]
     return [dict(r) for r in rows]
 
 
+def get_change(store, change_id: int) -> dict:
+    """One change, whole: what it was, what it did (a learning's evidence: each question with the interaction or
+    probe it came from), the held-out metrics before and after."""
+    with store.session() as s:
+        row = s.execute(sa.text(
+            "SELECT id, created_at, kind, kb_version, document_id, target, decision, actor, before, after, "
+            "metrics_before, metrics_after FROM kb_changes WHERE id = :id"), {"id": change_id}).mappings().first()
+    if row is None:
+        raise RevertError(f"there is no change {change_id} (see `kaizen kb log`)")
+    return dict(row)
+
+
 def revert(store, change_id: int, actor: str = ACTOR) -> dict:
     with store.session() as s:
         change = s.execute(sa.text("SELECT id, kind, kb_version, decision, before FROM kb_changes WHERE id = :id"),

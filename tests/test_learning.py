@@ -189,6 +189,14 @@ def test_a_learned_question_whose_answer_is_deleted_is_withdrawn_on_the_next_pas
         version = require_active(s)
     _, unlearn = gather(kb, embedder, version)
     assert [(e.question, e.source) for e in unlearn] == [(question, f"withdrawn:{iid}")]
+    # what was learned, from which interaction, is there for a person to read
+    import json
+
+    from tests.support.common import run_cli
+
+    [change_id] = [r.change_id for r in plan.results if r.action["kind"] == "learn_from_traffic"]
+    shown = json.loads(run_cli("kb", "show", str(change_id)).stdout)
+    assert any(e["question"] == question and e["source"] == f"good:{iid}" for e in shown["after"]["build"]["evidence"])
     run_planner(kb, embedder=embedder, settings=settings, llm=lambda: pytest.fail("no model"))
     with kb.session() as s:
         texts = s.execute(sa.text("SELECT c.search_text FROM active_chunks a JOIN chunks c USING (id) "
