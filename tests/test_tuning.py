@@ -100,7 +100,7 @@ def test_the_planner_tunes_its_way_back_from_a_poor_fusion_weight(clean_store, e
     with clean_store.session() as s:
         P.pin(s, "chunk_tokens", "320", actor="test")  # keeps this test on the query-time parameters
         P.pin(s, "search_candidates", "50", actor="test")
-    settings = EvalSettings.defaults(tune_min_probes=10, guard_answers=0)
+    settings = EvalSettings.defaults(tune_min_probes=10, guard_answers=0, improve_min_evidence=1000)  # no learning
     first = active_id(clean_store)
     # (the missed chunks' generated questions, if proposed after the tuning, are the small model's to write)
     plan = run_planner(clean_store, embedder=embedder, settings=settings)

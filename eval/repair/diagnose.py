@@ -309,10 +309,12 @@ def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = T
     findings += content(store, version, max_model_chunks, settings)
     found, train_metrics = retrieval(store, embedder, version, explore=explore, max_chunks=max_model_chunks)
     findings += found
-    if learn and not any(f.action for f in findings):  # defects first; learning once there are none
+    if learn and not any(f.action for f in findings):  # defects first; improvements once there are none
+        # tuning before learning: a re-chunked candidate drops the learned lines, and learned questions would
+        # score every parameter alike
+        findings += tuning(store, embedder, version, settings, deadline=deadline)
         findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
                              trusted=trusted_llm_metrics(store, settings=settings))
-        findings += tuning(store, embedder, version, settings, deadline=deadline)
         findings += expansion(store, version, found)
     findings += knowledge_gaps(store)
     return Diagnosis(version.id, findings, train_metrics)

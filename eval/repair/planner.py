@@ -172,11 +172,9 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
 
 def train_gate(store, embedder, base, candidate, settings: EvalSettings) -> dict:
     """Whether `candidate` beats `base` on (a sample of) the train probes by KAIZEN_REPAIR_MIN_GAIN."""
-    from eval.probes.sets import load_probes
+    from .tuning import TrainScorer, objective, tuning_probes
 
-    from .tuning import TrainScorer, objective
-
-    probes = load_probes(store, split="train")
+    probes = tuning_probes(store, base)
     sample = probes[:: max(1, -(-len(probes) // settings.tune_max_probes))]
     if not sample:
         return {"passed": False, "reason": "no train probes to judge it on: not promoted", "before": None,

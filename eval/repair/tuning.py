@@ -9,8 +9,9 @@ is proposed as a candidate version for the held-out guard to judge.
   another), twice and half the current one, each a full candidate version that must first beat the active version
   on the train probes (the planner's train gate) before the guard looks at the held-out ones.
 
-A pinned parameter (`kaizen kb pin`) is never varied. Nothing is proposed without at least
-`KAIZEN_TUNE_MIN_PROBES` train probes, and a grid result already judged on this version (promoted, rolled back, or
+A pinned parameter (`kaizen kb pin`) is never varied. Tuning runs before learning from traffic, and scores only
+train probes whose question is not learned into the index (`tuning_probes`). Nothing is proposed without at least
+`KAIZEN_TUNE_MIN_PROBES` such probes, and a grid result already judged on this version (promoted, rolled back, or
 found no better) is not computed again until the train probes change. Every grid, with its scores, is in
 `kb_changes`."""
 
@@ -210,18 +211,31 @@ def _tried_sizes(session, version_id: int) -> set[int]:
     return {r for r in rows if r is not None}
 
 
-def tuning(store, embedder, version, settings, *, deadline: float | None = None) -> list:
-    """The diagnosis findings of self-tuning on `version` (see the module)."""
+def tuning_probes(store, version) -> list:
+    """The train probes tuning may score on: those whose question is not learned into `version`'s index (a learned
+    question finds its chunk by its own words, so it would score every parameter alike and favour the version
+    that learned it over a re-chunked one)."""
     from eval.probes.sets import load_probes
 
+    from .learning import LEARNED_HEADER, learned_lines, normalise
+
+    with store.session() as s:
+        texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v AND origin = 'learned' "
+                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": LEARNED_HEADER}).scalars()
+        learned = {normalise(line) for text in texts for line in learned_lines(text)}
+    return [p for p in load_probes(store, split="train") if normalise(p.question) not in learned]
+
+
+def tuning(store, embedder, version, settings, *, deadline: float | None = None) -> list:
+    """The diagnosis findings of self-tuning on `version` (see the module)."""
     from .diagnose import Finding
 
-    probes = load_probes(store, split="train")
+    probes = tuning_probes(store, version)
     if len(probes) < settings.tune_min_probes:
         if not probes:
             return []
-        return [Finding("tuning", f"{len(probes)} train probe(s): tuning waits for {settings.tune_min_probes}",
-                        len(probes))]
+        return [Finding("tuning", f"{len(probes)} train probe(s) not learned into the index: tuning waits for "
+                        f"{settings.tune_min_probes}", len(probes))]
     sample = probes[:: max(1, -(-len(probes) // settings.tune_max_probes))]
     findings = []
     key = probes_key(probes)
