@@ -24,20 +24,25 @@ class ProbeScore:
 
 
 def score_probes(store, embedder, probes: list[Probe], version_id: int | None = None,
-                 mode: str = "hybrid") -> tuple[list[ProbeScore], dict[str, float]]:
-    """Search each probe's question on `version_id` (default: the active version) and score the ranking of
-    distinct documents against its gold documents. Returns (per probe, mean per metric)."""
+                 mode: str = "hybrid", *, version=None,
+                 query_vectors=None) -> tuple[list[ProbeScore], dict[str, float]]:
+    """Search each probe's question on `version_id` (default: the active version), or on `version` itself (a
+    KBVersion, such as one with other search parameters), and score the ranking of distinct documents against its
+    gold documents. `query_vectors`: the probes' question vectors, when the caller embedded them already.
+    Returns (per probe, mean per metric)."""
     from store.kb_versions import get_version, require_active
     from store.search import distinct_documents, search
 
     results: list[ProbeScore] = []
+    vectors = query_vectors if query_vectors is not None else [None] * len(probes)
     with store.session() as s:
-        version = get_version(s, version_id) if version_id is not None else require_active(s)
-        for probe in probes:
+        if version is None:
+            version = get_version(s, version_id) if version_id is not None else require_active(s)
+        for probe, vector in zip(probes, vectors):
             if not probe.gold_document_ids:
                 continue
             hits = search(s, embedder, probe.question, k=CHUNKS_PER_QUERY, mode=mode, settings=store.settings,
-                          version=version)
+                          version=version, query_vector=vector)
             docs = distinct_documents(hits)
             ranked = [str(h.document_id) for h in docs]
             scores = score_ranking(ranked, {str(d) for d in probe.gold_document_ids})

@@ -172,10 +172,9 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
 
 def train_gate(store, embedder, base, candidate, settings: EvalSettings) -> dict:
     """Whether `candidate` beats `base` on (a sample of) the train probes by KAIZEN_REPAIR_MIN_GAIN."""
-    from .tuning import TrainScorer, objective, tuning_probes
+    from .tuning import TrainScorer, even_sample, objective, tuning_probes
 
-    probes = tuning_probes(store, base)
-    sample = probes[:: max(1, -(-len(probes) // settings.tune_max_probes))]
+    sample = even_sample(tuning_probes(store, base), settings.tune_max_probes)
     if not sample:
         return {"passed": False, "reason": "no train probes to judge it on: not promoted", "before": None,
                 "after": None, "gain": None}

@@ -25,15 +25,13 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from eval.judging.trust import GOLD_METRICS
-from eval.metrics import score_ranking
 from store import search_params as P
 from store.kb_versions import record_change
 from store.lexical import cjk_ratio
-from store.search import CJK_QUERY_SHARE, distinct_documents, search
+from store.search import CJK_QUERY_SHARE
 
 from .actions import Action, Rebuild
 
-CHUNKS_PER_QUERY = 30
 # the values each parameter may take; the current value is always scored too
 GRID = {
     "fusion_alpha": (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9),
@@ -49,50 +47,43 @@ def objective(summary: dict) -> float:
     return sum(summary[m] for m in GOLD_METRICS) / len(GOLD_METRICS)
 
 
-@dataclass
-class _Question:
-    text: str
-    gold: set[int]
-    vector: object
-    cjk: bool
-
-
 class TrainScorer:
-    """Gold-id metrics of (a sample of) the train probes on a version with given parameters, question vectors
-    embedded once."""
+    """Gold-id metrics of (a sample of) the train probes on a version with given parameters (eval.probes.retrieval
+    .score_probes), their question vectors embedded once for every point of a grid."""
 
     def __init__(self, store, embedder, probes):
         self.store = store
         self.embedder = embedder
-        vectors = embedder.embed_queries([p.question for p in probes]) if probes else []
-        self.questions = [_Question(p.question, set(p.gold_document_ids), v, cjk_ratio(p.question) >= CJK_QUERY_SHARE)
-                          for p, v in zip(probes, vectors)]
+        self.probes = list(probes)
+        self.vectors = list(embedder.embed_queries([p.question for p in self.probes])) if self.probes else []
+        self.cjk = [cjk_ratio(p.question) >= CJK_QUERY_SHARE for p in self.probes]
 
     def score(self, version, params: dict | None = None, only=None) -> dict:
-        """Mean metrics over the questions (`only(question)` picks some) searched on `version` with `params`
-        (public names) over its tuned values."""
+        """Mean metrics over the probes (`only(is_cjk)` picks some) searched on `version` with `params` (public
+        names) over its tuned values; None for a metric when no probe is picked."""
+        from eval.probes.retrieval import score_probes
+
         if params is not None:
             version = dataclasses.replace(version, search_params={**version.search_params, **params})
-        questions = [q for q in self.questions if only is None or only(q)]
-        totals = {m: 0.0 for m in GOLD_METRICS}
-        with self.store.session() as s:
-            for q in questions:
-                hits = search(s, self.embedder, q.text, k=CHUNKS_PER_QUERY, settings=self.store.settings,
-                              version=version, query_vector=q.vector)
-                ranked = [str(h.document_id) for h in distinct_documents(hits)]
-                for m, v in score_ranking(ranked, {str(g) for g in q.gold}).items():
-                    if m in totals:
-                        totals[m] += v
-        n = len(questions)
-        return {m: round(v / n, 4) if n else None for m, v in totals.items()} | {"probes": n}  # None: no probe
+        picked = [i for i, cjk in enumerate(self.cjk) if only is None or only(cjk)]
+        _, summary = score_probes(self.store, self.embedder, [self.probes[i] for i in picked], version=version,
+                                  query_vectors=[self.vectors[i] for i in picked])
+        n = summary["probes"]
+        return {m: round(summary[m], 4) if n else None for m in GOLD_METRICS} | {"probes": n}
+
+
+def even_sample(probes: list, n: int) -> list:
+    """At most about `n` of `probes`, evenly spread."""
+    return probes[:: max(1, -(-len(probes) // n))]
 
 
 def _which(name: str):
-    """The questions a parameter changes the ranking of (the English weight leaves CJK questions alone)."""
+    """The questions a parameter changes the ranking of, by whether they are CJK (the English weight leaves CJK
+    questions alone)."""
     if name == "fusion_alpha":
-        return lambda q: not q.cjk
+        return lambda cjk: not cjk
     if name == "cjk_fusion_alpha":
-        return lambda q: q.cjk
+        return lambda cjk: cjk
     return None
 
 
@@ -123,7 +114,7 @@ def grid_search(store, embedder, version, probes, *, min_gain: float, deadline: 
         if name in pinned:
             continue
         only = _which(name)
-        if only is not None and not any(only(q) for q in scorer.questions):
+        if only is not None and not any(only(cjk) for cjk in scorer.cjk):
             continue
         here = scorer.score(version, {k: best[k] for k in GRID if k in best}, only)
         top_value, top = best[name], objective(here)
@@ -236,7 +227,7 @@ def tuning(store, embedder, version, settings, *, deadline: float | None = None)
             return []
         return [Finding("tuning", f"{len(probes)} train probe(s) not learned into the index: tuning waits for "
                         f"{settings.tune_min_probes}", len(probes))]
-    sample = probes[:: max(1, -(-len(probes) // settings.tune_max_probes))]
+    sample = even_sample(probes, settings.tune_max_probes)
     findings = []
     key = probes_key(probes)
     with store.session() as s:
