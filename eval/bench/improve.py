@@ -96,11 +96,6 @@ def _answers(agent, questions: list[dict]) -> dict | None:
             "string_presence": round(statistics.mean(r["string_presence"] for r in present), 4) if present else None}
 
 
-def gap_closed(default: float, start: float, after: float) -> float | None:
-    gap = default - start
-    return round((after - start) / gap, 4) if gap > 1e-9 else None
-
-
 def _default_figures(corpora: list[str], questions: dict[str, list[dict]]) -> dict:
     from eval.bench.corpus import bench_store, ingest_corpus
 
@@ -121,6 +116,7 @@ def run_on_store(store, embedder, corpora: list[str], question_files: list[str],
                  eval_questions: str | None = None, limit: int | None = None, budget_seconds: float = 1200,
                  answers: int = 0, start: dict | None = None, passes: int = 3) -> dict:
     from eval.bench.corpus import ingest_corpus
+    from eval.bench.recovery import recovered_share
     from eval.bench.retrieval import load_questions
     from eval.probes.sets import import_probes
     from eval.repair.planner import run_planner
@@ -206,7 +202,8 @@ def run_on_store(store, embedder, corpora: list[str], question_files: list[str],
         timings["default_ingest_and_score"] = round(time.perf_counter() - t, 1)
         report["default"] = default
         report["gap_closed"] = {
-            name: {m: gap_closed(default[name][m], before[name][m], after[name][m]) for m in GOLD_METRICS}
+            # the recovery benchmark's share: (after - start) / (default - start), None when nothing was lost
+            name: {m: recovered_share(default[name][m], before[name][m], after[name][m]) for m in GOLD_METRICS}
             for name in scored if default.get(name) and before.get(name) and after.get(name)}
     timings["total"] = round(time.perf_counter() - started, 1)
     report["seconds"] = timings
