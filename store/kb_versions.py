@@ -119,7 +119,6 @@ def create_version(
     """A new version; its tsvectors are to be made with `lexical_scheme` (a candidate derived from a version
     and sharing its chunks passes that version's scheme), and it searches with `search_params` (tuned values,
     store.search_params; a version derived from a tuned one keeps them)."""
-
     version_id = session.execute(
         sa.text(
             "INSERT INTO kb_versions (parent_id, reason, status, embedding_model, embedding_dim, "
@@ -190,7 +189,6 @@ def record_change(session: Session, *, kind: str, actor: str, kb_version: int | 
                   document_id: int | None = None, target: str | None = None, before: dict | None = None,
                   after: dict | None = None, metrics_before: dict | None = None,
                   metrics_after: dict | None = None, decision: str = "applied") -> None:
-
     session.execute(
         sa.text(
             "INSERT INTO kb_changes (kind, kb_version, document_id, target, before, after, metrics_before, "

@@ -26,7 +26,6 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 
-from store.lexical import CURRENT_SCHEME as LEXICAL_SCHEME
 from store.lexical import lexical_text
 
 from .actions import Action, NothingToBuild
@@ -89,11 +88,12 @@ def _cited_evidence(session, version_id: int, rows, kind: str) -> list[Evidence]
 
 
 def refusal(session, question: str, chunk_id: int, chunk_text: str, *, from_people: bool,
-            scheme: str = LEXICAL_SCHEME) -> str | None:
+            scheme: str) -> str | None:
     """Why a question may not go into a chunk's indexed text, or None. Any question: not longer than
     MAX_LEARNED_CHARS, no instruction aimed at the assistant. A question from people (a /good or highly scored
     answer, not a curated probe) must also be in the chunk's script and share a search term with the chunk, so a
-    hostile or off-topic question rated /good cannot plant text in the index of a chunk it has nothing to do with."""
+    hostile or off-topic question rated /good cannot plant text in the index of a chunk it has nothing to do with.
+    `scheme`: the lexical scheme of the chunk's KB version."""
     from agent.nodes_checks import redact_injections
 
     from .llm_outputs import same_script

@@ -1,8 +1,8 @@
 """What a repair asks the local model for, constrained by a JSON schema and validated: search questions and
 keywords for a chunk (enrichment), the questions a chunk answers (generated expansion), and a cleaned-up rewrite
-of a chunk. An empty reply, a reply
-in another script than the chunk's, or a rewrite that drops most of the chunk is rejected with a reason (the
-caller records it in kb_changes); nothing here raises for a bad reply."""
+of a chunk. Each is asked in the chunk's language. An empty reply, a reply in another script than the chunk's, or
+a rewrite that drops most of the chunk is rejected with a reason (the caller records it in kb_changes); nothing
+here raises for a bad reply."""
 
 from __future__ import annotations
 
