@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from store.indexing import load_chunk_vectors, search_text_for
-from store.sentences import split_sentences
+from store.sentences import reading_units, split_sentences
 
 from . import prompts
 from .nodes_checks import redact_injections
@@ -121,8 +121,21 @@ def best_sentences(store, embedder, question: str, hits, budget: int, count, tru
     chunks = []
     for number, h in enumerate(hits, start=1):
         sentences, vectors = by_chunk[h.chunk_id]
-        chunks.append(Scored(number, h.chunk_id, h.title or "", sentences, [float(v) for v in vectors @ query]))
+        chunks.append(as_read(Scored(number, h.chunk_id, h.title or "", sentences,
+                                     [float(v) for v in vectors @ query]), h.text))
     return select_sentences(chunks, budget, count, truncate)
+
+
+def as_read(chunk: Scored, text: str) -> Scored:
+    """`chunk` with the line fragments of each hard-wrapped sentence of `text` joined into the whole sentence
+    (store.sentences.reading_units), scored by its best fragment: the model reads sentences, not the line pieces
+    the vectors were made of. A chunk whose sentences are not `text`'s split is returned as it is."""
+    units = reading_units(text)
+    if sum(len(u) for u in units) != len(chunk.sentences) or all(len(u) == 1 for u in units):
+        return chunk
+    return Scored(chunk.number, chunk.chunk_id, chunk.title,
+                  [" ".join(chunk.sentences[i].strip() for i in unit) for unit in units],
+                  [max(chunk.scores[i] for i in unit) for unit in units])
 
 
 def choose(hits, question: str, ctx) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.passages import GAP, Scored, select_sentences
+from agent.passages import GAP, Scored, as_read, select_sentences
 
 
 def words(text: str) -> int:
@@ -67,6 +67,19 @@ def test_a_best_sentence_longer_than_the_budget_is_cut_not_lost():
 def test_a_budget_too_small_for_anything_gives_nothing_rather_than_overflowing(budget):
     c = chunk(1, ["A sentence of six words here."], [0.9], title="A long title of many words")
     assert select_sentences([c], budget=budget, count=words, truncate=cut) == []
+
+
+def test_a_hard_wrapped_sentence_is_read_whole_and_scored_by_its_best_fragment():
+    text = ("Intro sentence here.\n`KAIZEN_LLM_URL` points every process at one\nmodel server instead of a model.\n"
+            "Unrelated closing words.")
+    c = chunk(1, ["Intro sentence here.", "`KAIZEN_LLM_URL` points every process at one",
+                  "model server instead of a model.", "Unrelated closing words."], [0.1, 0.2, 0.9, 0.1])
+    read = as_read(c, text)
+    assert read.sentences[1] == "`KAIZEN_LLM_URL` points every process at one model server instead of a model."
+    assert read.scores == [0.1, 0.9, 0.1]
+    [p] = select_sentences([read], budget=16, count=words, truncate=cut, neighbours=0)
+    assert p.text.startswith("`KAIZEN_LLM_URL` points")  # line pieces alone would begin mid-sentence
+    assert as_read(c, "Another text. Of two sentences.") is c  # not this text's sentences: left as it is
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """store.sentences: the units a chunk's sentence vectors are made of."""
 
-from store.sentences import split_sentences
+from store.sentences import MAX_UNIT_PIECES, reading_units, split_sentences
 
 
 def test_japanese_sentences_end_at_the_full_stop_and_keep_closing_brackets():
@@ -38,3 +38,46 @@ def test_a_markdown_table_row_is_one_unit_whatever_its_cells_hold():
         "| variable | meaning |", "|---|---|",
         "| `KAIZEN_LLM_URL` | a model server, e.g. http://127.0.0.1:8080. Then no model is loaded. |",
         "After the table.", "A sentence."]
+
+
+WRAPPED = """# Model server
+
+`KAIZEN_LLM_URL` points every Kaizen process at one
+OpenAI-compatible model server instead of loading a model. The
+server must speak JSON. Set it once.
+
+- A list item that wraps
+  onto a second line.
+- Another item
+| a | b |
+```python
+code line one
+code line two
+```
+梅雨は気象現象で
+次の行は別の段落です。"""
+
+
+def test_the_fragments_of_a_hard_wrapped_sentence_read_as_one_unit():
+    sentences = split_sentences(WRAPPED)
+    read = [" ".join(sentences[i] for i in unit) for unit in reading_units(WRAPPED)]
+    assert read == [
+        "# Model server",
+        "`KAIZEN_LLM_URL` points every Kaizen process at one OpenAI-compatible model server instead of loading a "
+        "model.",
+        "The server must speak JSON.",
+        "Set it once.",
+        "- A list item that wraps onto a second line.",
+        "- Another item",
+        "| a | b |",
+        "```python", "code line one", "code line two",
+        "``` 梅雨は気象現象で",  # a piece too short to stand alone joins the next (as split_sentences does)
+        "次の行は別の段落です。",
+    ]
+
+
+def test_reading_units_cover_every_sentence_once_in_order():
+    for text in [WRAPPED, "", "one line", "a\nb\nc", "No end\n" * 30, "A. B c d e.\nf g h"]:
+        units = reading_units(text)
+        assert [i for unit in units for i in unit] == list(range(len(split_sentences(text))))
+        assert all(len(unit) <= MAX_UNIT_PIECES for unit in units)
