@@ -50,6 +50,7 @@ class LLMSettings:
     url: str | None = None  # an OpenAI-compatible model server instead of the file (agent.llm_server)
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 300.0
+    state_dir: Path | None = None  # where the shared prompt prefix's KV cache is saved (agent.prefix_state)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings, model_path: Path | None = None) -> "LLMSettings":
@@ -69,6 +70,7 @@ class LLMSettings:
             max_tokens=settings.llm_max_tokens,
             temperature=settings.llm_temperature,
             repeat_penalty=settings.llm_repeat_penalty,
+            state_dir=settings.model_cache / "prefix-states",
         )
 
 
@@ -346,16 +348,27 @@ class LLM(Streaming):
             )
 
     def warm(self, messages: Sequence[dict]) -> int:
-        """Evaluate `messages` into the KV cache now, so that the calls that start with them later only read what
-        follows (the REPL does this with the graph's shared prompt prefix while a person types). Returns how many
-        tokens were evaluated (0 when they were cached already)."""
+        """Put `messages` into the KV cache now, so that the calls that start with them later only read what
+        follows (the graph's shared prompt prefix: the REPL does this while a person types, `kaizen ask` before
+        its question). From an empty cache they are loaded from the state a process saved before
+        (agent.prefix_state), or evaluated and saved for the next one. Returns how many tokens were evaluated
+        (0 when they were cached or loaded)."""
+        from . import prefix_state
+
         tokens = self.prompt_tokens(messages)
         with self.lock:
             start = self.cached_prefix(tokens)
             if start >= len(tokens) - 1:
                 return 0
+            saved = None
+            if start == 0 and self.settings.state_dir is not None:
+                saved = prefix_state.state_path(self.settings.state_dir, self.path, self.n_ctx, tokens)
+                if prefix_state.load(self.model, tokens, saved):
+                    return 0
             self.model.n_tokens = start
             self.model.eval(list(tokens[start:]))
+            if saved is not None:
+                prefix_state.save(self.model, tokens, saved)
             return len(tokens) - start
 
     def reset(self) -> None:

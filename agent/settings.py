@@ -32,7 +32,8 @@ class AgentSettings(KaizenSettings):
         description="the chat model: a named model (qwen2.5-1.5b, smollm2; `kaizen models`) or a .gguf path")
     model_cache: Path = Field(default_factory=default_cache, json_schema_extra={
         "doc_default": "the per-user cache directory (~/.cache/kaizen)"},
-        description="where downloaded model parts and assembled models are kept, shared by every checkout")
+        description="where downloaded model parts and assembled models are kept, shared by every checkout, with "
+                    "each model's saved KV cache of the shared prompt prefix (prefix-states/)")
     llm_url: str | None = Field(None, description="an OpenAI-compatible model server (llama.cpp's server, vLLM) that "
                                 "answers instead of the in-process model, e.g. http://127.0.0.1:8080 "
                                 "(docs/serve.md); KAIZEN_CHAT_MODEL is then not loaded")

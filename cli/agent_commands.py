@@ -47,6 +47,7 @@ def register_commands(cli: click.Group) -> None:
         clean_question(question)  # an empty question fails before anything loads
         agent = Agent(on_recorded=queue_evaluation)
         try:
+            agent.warm_up()  # the shared prompt prefix, loaded from its saved state, while the question is searched
             if as_json:
                 print_json(agent.ask(question, thread).as_json())
                 return 0

@@ -156,6 +156,12 @@ def register_commands(cli: click.Group) -> None:
                         [[k, w["median_ms_alone"][k], w["median_ms_beside_worker"][k], w["ratio_beside_to_alone"][k]]
                          for k in ("ttft_ms", "total_ms")], title=f"{w['questions']} questions again, "
                         f"{w['jobs_graded_by_the_end']} of {w['jobs_queued']} answers graded meanwhile")
+        cold = result.get("cold_start") or {}
+        if "loaded" in cold:
+            print_table(["a new process's first question", "prefix tokens evaluated", "first token ms", "total ms"],
+                        [[side, cold[side]["prefix_tokens_evaluated"], cold[side]["ttft_ms"], cold[side]["total_ms"]]
+                         for side in ("evaluated", "loaded")],
+                        title=f"cold start: first token {cold['ttft_ratio']}x with the saved prompt prefix")
         return 0
 
     @bench_group.command(name="judge")

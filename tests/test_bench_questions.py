@@ -137,6 +137,9 @@ def test_naive_baseline_beside_kaizen_in_the_same_run(tmp_path, monkeypatch):
         assert n["ttft_ms"] is None or n["ttft_ms"] <= n["total_ms"]
         assert n["search_ms"] <= n["total_ms"]
     assert rows[0]["naive"]["gold_retrieved"]
+    cold = result["cold_start"]  # a new process's first question: the prefix evaluated, then loaded from its file
+    assert cold["evaluated"]["prefix_tokens_evaluated"] > 100 and cold["loaded"]["prefix_tokens_evaluated"] == 0
+    assert cold["same_answer"] and cold["loaded"]["ttft_ms"] > 0
 
 
 def worker_children() -> list[int]:

@@ -41,9 +41,25 @@ def test_streaming_reports_tokens_and_reuses_the_kv_cache(llm):
     assert again.usage.prompt_processed <= 1  # the whole prompt came from llama.cpp's KV cache
 
 
-def test_warming_the_shared_prefix_leaves_only_the_question_to_read(llm):
+@pytest.fixture
+def state_dir(llm, tmp_path):
+    """The prefix-state directory of `llm` for one test (None: nothing saved or loaded), restored after it."""
+    import dataclasses
+
+    before = llm.settings
+
+    def use(directory):
+        llm.settings = dataclasses.replace(before, state_dir=directory)
+        return directory
+
+    yield use
+    llm.settings = before
+
+
+def test_warming_the_shared_prefix_leaves_only_the_question_to_read(llm, state_dir):
     from agent.prompts import shared_prefix
 
+    state_dir(None)
     llm.reset()
     prefix = shared_prefix()
     evaluated = llm.warm(prefix)
@@ -54,6 +70,38 @@ def test_warming_the_shared_prefix_leaves_only_the_question_to_read(llm):
     assert usage.prompt_processed <= usage.prompt_tokens - evaluated + 8  # the user turn and its markers
     again = [*prefix, {"role": "user", "content": "Why is the sea salty?"}]
     assert llm.stream_chat(again, max_tokens=8).run().usage.prompt_processed < 30
+
+
+def test_the_prefix_one_process_evaluated_is_loaded_by_the_next(llm, state_dir, tmp_path):
+    """The shared prefix's KV cache is saved once and loaded by a fresh model: nothing evaluated, and the same
+    greedy answer as from an evaluated prefix. A file cut short is ignored and written anew."""
+    from agent.llm import LLM
+    from agent.prompts import shared_prefix
+
+    directory = state_dir(tmp_path / "states")
+    prefix = shared_prefix()
+    question = [*prefix, {"role": "user", "content": "What colour is the sky on a clear day?"}]
+    llm.reset()
+    assert llm.warm(prefix) == llm.count_prompt(prefix) > 100
+    [saved] = list(directory.glob("prefix-*.kv"))
+    evaluated = llm.stream_chat(question, max_tokens=16).run()
+
+    fresh = LLM(llm.settings)  # another process's model: an empty KV cache
+    assert fresh.warm(prefix) == 0
+    # all of it but the chat template's last markers, which the next turn renders differently
+    assert fresh.cached_prefix(fresh.prompt_tokens(question)) >= llm.count_prompt(prefix) - 8
+    loaded = fresh.stream_chat(question, max_tokens=16).run()
+    assert loaded.text == evaluated.text
+    assert loaded.usage.prompt_processed <= loaded.usage.prompt_tokens - llm.count_prompt(prefix) + 8
+
+    good = saved.read_bytes()
+    saved.write_bytes(good[: len(good) // 2])  # a write cut half-way
+    fresh.reset()
+    assert fresh.warm(prefix) == llm.count_prompt(prefix)  # evaluated again, not loaded
+    assert saved.read_bytes() == good and fresh.stream_chat(question, max_tokens=16).run().text == evaluated.text
+    other = [{"role": "system", "content": "Another prompt entirely."}]
+    fresh.reset()
+    assert fresh.warm(other) > 0 and len(list(directory.glob("prefix-*.kv"))) == 2  # its own file
 
 
 def test_a_stop_event_ends_generation(llm):

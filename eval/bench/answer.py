@@ -13,6 +13,9 @@ or abstention rules, no worked example), one greedy call from a cold KV cache, s
 side under "baseline": answered / abstained shares with Wilson 95% intervals, token F1 and string presence against
 the references, time to first token and total latency, and Kaizen/naive ratios of the medians.
 
+"cold_start": a new process's first question (as `kaizen ask` asks it) on a freshly loaded model, once evaluating
+the shared prompt prefix and once loading the KV cache an earlier process saved: time to first token of each.
+
 Runs in a fresh embedded database (a temporary KAIZEN_HOME, or --home DIR to keep and reuse it).
 """
 
@@ -401,6 +404,43 @@ def beside_worker(agent, store, home, questions: list[dict], rows: list[dict]) -
     }
 
 
+def cold_start(llm, store, embedder, question: str) -> dict:
+    """A new process's first question (`kaizen ask`): a freshly loaded model whose KV cache is empty asks
+    `question`, once evaluating the shared prompt prefix itself and once loading the state an earlier process
+    saved (agent.prefix_state), both measured from the question. Greedy decoding: the answers must be equal."""
+    import dataclasses
+
+    from agent.graph import Agent, timed_ask
+    from agent.llm import LLM
+    from agent.prompts import shared_prefix
+
+    if llm.settings.state_dir is None:
+        return {"skipped": "the model has no prefix-state directory"}
+    with llm.lock:  # make sure the saved state exists (written by the first warm of this model and prompt)
+        llm.reset()
+        llm.warm(shared_prefix())
+    sides = {}
+    for side, state_dir in (("evaluated", None), ("loaded", llm.settings.state_dir)):
+        fresh = LLM(dataclasses.replace(llm.settings, state_dir=state_dir))
+        agent = Agent(store, embedder=embedder, llm=fresh, persist=False)
+        try:
+            started = time.perf_counter()
+            evaluated = fresh.warm(shared_prefix())
+            warm_ms = (time.perf_counter() - started) * 1000
+            result, total_ms, ttft_ms = timed_ask(agent, question, record=False)
+        finally:
+            agent.close()
+        first = None if ttft_ms is None else warm_ms + ttft_ms
+        sides[side] = {"prefix_tokens_evaluated": evaluated, "prefix_ms": _r(warm_ms), "ttft_ms": _r(first),
+                       "total_ms": _r(warm_ms + total_ms), "answer": result.answer}
+        del fresh
+    evaluated, loaded = sides["evaluated"], sides["loaded"]
+    return {"question": question, **sides, "same_answer": evaluated["answer"] == loaded["answer"],
+            "ttft_ratio": _r(loaded["ttft_ms"] / evaluated["ttft_ms"], 3)
+            if loaded["ttft_ms"] and evaluated["ttft_ms"] else None,
+            "total_ratio": _r(loaded["total_ms"] / evaluated["total_ms"], 3)}
+
+
 def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | None = None, progress=None,
         skip: int = 0, baseline: str | None = None, with_worker: bool = False, article: str | None = None) -> dict:
     from agent.graph import Agent
@@ -448,5 +488,7 @@ def run(corpus: str, questions_path: str, limit: int | None = 20, home: str | No
             result["baseline"] = baseline_summary(rows)  # beside Kaizen's summary
         if with_worker:
             result["beside_worker"] = beside_worker(agent, store, home_dir, questions, rows)
+        if questions and hasattr(llm, "warm"):
+            result["cold_start"] = cold_start(llm, store, embedder, questions[0]["question"])
         result["per_question"] = rows
         return result
