@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from store.errors import KaizenError
 
 from .model_files import ModelFileError, chat_model_path
 from .settings import AgentSettings
+
+log = logging.getLogger(__name__)
 
 
 class LLMError(KaizenError, RuntimeError):
@@ -257,6 +260,12 @@ class LLM(Streaming):
         self._formatter = None
         handlers = getattr(self.model, "_chat_handlers", {})
         template = self.model.metadata.get("tokenizer.chat_template")
+        self.notice = None
+        if not template:  # loaded and usable, but it was not made to follow a conversation: say so once
+            self.notice = (f"{self.path.name} has no chat template, so it is probably a base model, not a chat model: "
+                           f"Kaizen prompts it in llama.cpp's llama-2 chat format and its answers may be poor "
+                           f"(KAIZEN_CHAT_MODEL takes an instruct GGUF; `kaizen models` lists the named ones)")
+            log.warning(self.notice)
         if template and "chat_template.default" in handlers:
             # Always the GGUF's own template, even where llama-cpp-python would guess a built-in format.
             self.model.chat_format = "chat_template.default"

@@ -192,3 +192,24 @@ def test_bad_numeric_setting_is_named(monkeypatch):
     monkeypatch.setenv("KAIZEN_LLM_CTX", "lots")
     with pytest.raises(ConfigError, match="KAIZEN_LLM_CTX"):
         AgentSettings()
+
+
+def test_a_gguf_without_a_chat_template_is_named_in_one_line_and_still_answers(llm, tmp_path, caplog):
+    """A base model's GGUF has no chat template: the same SmolLM2 file with that metadata key renamed (same length,
+    so the file stays valid) loads, says what it is in one warning line, and answers in the fallback format."""
+    import dataclasses
+    import logging
+
+    from agent.llm import LLM
+
+    data = llm.path.read_bytes()
+    assert data.count(b"tokenizer.chat_template") == 1
+    base = tmp_path / "base-model.gguf"
+    base.write_bytes(data.replace(b"tokenizer.chat_template", b"tokenizer.chat_templatX"))
+    with caplog.at_level(logging.WARNING, logger="agent.llm"):
+        model = LLM(dataclasses.replace(llm.settings, model_path=base, state_dir=None))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "agent.llm"]
+    assert "base-model.gguf has no chat template" in line and "\n" not in line and model.notice == line
+    assert llm.notice is None  # the real chat model says nothing
+    reply = model.stream_chat(MESSAGES, max_tokens=8).run()
+    assert reply.usage.prompt_tokens == model.count_prompt(MESSAGES) > 0 and reply.usage.completion_tokens >= 1
