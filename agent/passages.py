@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import sqlalchemy as sa
 
-from store.indexing import load_chunk_vectors, search_text_for
+from store.indexing import load_chunk_vectors, search_text_for, sentence_texts
 from store.sentences import reading_units, split_sentences
 
 from . import prompts
@@ -91,14 +92,20 @@ def select_sentences(chunks: Sequence[Scored], budget: int, count: Callable[[str
 
 def _sentence_vectors(session, embedder, hits) -> dict[int, tuple[list[str], np.ndarray]]:
     """Each hit's sentences (of the text shown, which the model reads) and their unit vectors: the stored ones when
-    the indexed text is the shown text (the same sentences), else embedded now."""
+    the indexed text is the shown text (the same sentences) or begins with it (questions learned into the index
+    follow the shown text), else embedded now."""
     stored = load_chunk_vectors(session, [h.chunk_id for h in hits])
+    extended = _indexed_sentences(session, [h for h in hits if h.chunk_id in stored and
+                                            len(stored[h.chunk_id].sentence_embeddings) > len(split_sentences(h.text))])
     out, missing = {}, []
     for h in hits:
         sentences = split_sentences(h.text) or [h.text]
         vectors = stored.get(h.chunk_id)
+        shown = [search_text_for(h.title or "", s) for s in sentences]
         if vectors is not None and len(vectors.sentence_embeddings) == len(sentences):
             out[h.chunk_id] = (sentences, vectors.sentence_embeddings)
+        elif vectors is not None and extended.get(h.chunk_id, [])[: len(shown)] == shown:
+            out[h.chunk_id] = (sentences, vectors.sentence_embeddings[: len(shown)])
         else:
             missing.append((h, sentences))
     if missing:
@@ -110,6 +117,16 @@ def _sentence_vectors(session, embedder, hits) -> dict[int, tuple[list[str], np.
             out[h.chunk_id] = (sentences, vecs[at : at + len(sentences)])
             at += len(sentences)
     return out
+
+
+def _indexed_sentences(session, hits) -> dict[int, list[str]]:
+    """What was embedded, sentence by sentence, for each of these hits' indexed text (store.indexing)."""
+    if not hits:
+        return {}
+    rows = session.execute(sa.text("SELECT id, search_text FROM chunks WHERE id = ANY(:ids)"),
+                           {"ids": [h.chunk_id for h in hits]}).all()
+    titles = {h.chunk_id: h.title or "" for h in hits}
+    return {chunk_id: sentence_texts(titles[chunk_id], search_text) for chunk_id, search_text in rows}
 
 
 def best_sentences(store, embedder, question: str, hits, budget: int, count, truncate) -> list[prompts.Passage]:

@@ -105,3 +105,45 @@ def test_the_real_store_s_sentences_are_scored_with_the_question(clean_store, em
     hits[0].text = hits[0].text.replace("The keeper's cottage has four rooms. ", "")  # no longer the stored ones
     kept = best_sentences(clean_store, embedder, question, hits, 16, words, cut)
     assert "1962" in kept[0].text and "whale oil" not in kept[0].text
+
+
+@pytest.mark.slow
+def test_a_chunk_with_learned_questions_reads_its_stored_vectors(clean_store, embedder, tmp_path):
+    """Questions learned into the index follow the shown text, so the stored sentence vectors begin with the shown
+    sentences' own: they are used as they are, and nothing is embedded at question time."""
+    import sqlalchemy as sa
+
+    from agent.passages import best_sentences
+    from store.indexing import embed_chunks, vector_params
+    from store.ingest import ingest
+    from store.kb_versions import active_version
+    from store.search import search
+
+    doc = tmp_path / "lighthouse.md"
+    doc.write_text("# Kestrel Point\n\nThe lighthouse at Kestrel Point was painted red in 1911. Its lamp burned whale "
+                   "oil at first. Ferries stopped calling there in 1962.\n", encoding="utf-8")
+    ingest(clean_store, embedder, [str(doc)])
+    question = "When did ferries stop calling at Kestrel Point?"
+    with clean_store.session() as s:
+        [hit] = search(s, embedder, question, k=1, settings=clean_store.settings, version=active_version(s))
+        search_text = s.execute(sa.text("SELECT search_text FROM chunks WHERE id = :id"), {"id": hit.chunk_id}).scalar()
+        learned = f"{search_text}\nQuestions this answers:\nWhich colour is the Kestrel Point lighthouse?"
+        [vectors] = embed_chunks(embedder, [hit.title], [learned])
+        s.execute(sa.text("UPDATE chunks SET search_text = :st, embedding = CAST(:embedding AS vector), "
+                          "sentence_embeddings = CAST(:sentence_embeddings AS vector[]) WHERE id = :id"),
+                  {"st": learned, "id": hit.chunk_id, **vector_params(vectors)})
+
+    class Counting:
+        embedded: list[str] = []
+
+        def embed_queries(self, texts):
+            return embedder.embed_queries(texts)
+
+        def embed_passages(self, texts):
+            self.embedded.extend(texts)
+            return embedder.embed_passages(texts)
+
+    counting = Counting()
+    kept = best_sentences(clean_store, counting, question, [hit], 16, words, cut)
+    assert counting.embedded == []  # the stored vectors served
+    assert "1962" in kept[0].text and "Which colour" not in kept[0].text
