@@ -32,13 +32,15 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-
 _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+|(?<=[。！？])")
 
 
-def content_tokens(text: str) -> set[str]:
-    """Lower-cased content words (stop words and 1-letter words dropped; crude plural folding) plus CJK bigrams."""
+def content_tokens(text: str, cjk_chars: bool = False) -> set[str]:
+    """Lower-cased content words (stop words and 1-letter words dropped; crude plural folding) plus CJK bigrams
+    (and a CJK character standing alone). With `cjk_chars`, every CJK character is a token too: the tokens of a
+    passage, so that an answer's lone character ("1900年": the year's counter) is found in "1900年に…"."""
     text = unicodedata.normalize("NFKC", text).lower()
     tokens: set[str] = set()
     for run in _CJK.findall(text):
-        if len(run) == 1:
-            tokens.add(run)
+        if len(run) == 1 or cjk_chars:
+            tokens.update(run)
         tokens.update(run[i:i + 2] for i in range(len(run) - 1))
     for word in _WORD.findall(_CJK.sub(" ", text)):
         if len(word) < 2 or word in _STOP:
@@ -95,7 +97,8 @@ def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vect
     """How well the answer's sentences are supported by the passages they cite (or, uncited, by any passage).
     `passage_vectors` maps passage numbers to their stored ChunkVectors."""
     numbers = [p["number"] for p in passages]
-    tokens_by_number = {p["number"]: content_tokens(f"{p.get('title', '')} {p['text']}") for p in passages}
+    tokens_by_number = {p["number"]: content_tokens(f"{p.get('title', '')} {p['text']}", cjk_chars=True)
+                        for p in passages}
     result = Grounding()
     weights = []
     for raw in sentences(answer):

@@ -4,6 +4,8 @@ instruction text in any answer."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support.agent import clean_agent_tables
@@ -65,7 +67,8 @@ def test_a_japanese_question_is_answered_in_japanese_with_a_citation(agent):
     result = agent.ask("浜名湖でウナギの養殖が始まったのは何年ですか？")
     assert not result.abstained and not is_abstention(result.answer), result.answer
     assert "1900" in result.answer, result.answer
-    assert cjk_ratio(result.answer) > 0.3, result.answer  # written in Japanese
+    letters = re.sub(r"[\d\W_]+", "", result.answer)  # digits and punctuation belong to no language
+    assert letters and cjk_ratio(letters) > 0.5, result.answer  # written in Japanese ("1900年" is)
     assert any(c["source_uri"].endswith("hamanako.txt") for c in result.citations), result.citations
     _no_instructions(result.answer)
 
