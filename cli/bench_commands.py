@@ -353,26 +353,31 @@ def _serve_command(bench_group: click.Group) -> None:
                   help="comma-separated metrics the workers grade each answer with (KAIZEN_EVAL_METRICS)")
     @click.option("--drain-seconds", type=float, default=900.0, show_default=True,
                   help="how long the workers may take to grade what is left after the asking")
+    @click.option("--compare-ask", type=click.IntRange(0, 100), default=3, show_default=True,
+                  help="questions first asked one at a time through kaizen serve and through kaizen ask, on the "
+                       "same backend (0: none)")
     @click.option("--home", help=HOME_HELP)
     @click.option("--output", help="also write the JSON result to this file")
     @json_option
     def serve_bench_command(corpus: str, questions: str, requests: int, clients: int, workers: int,
-                            backends: tuple[str, ...], metrics: str, drain_seconds: float, home: str | None,
-                            output: str | None, as_json: bool) -> int:
+                            backends: tuple[str, ...], metrics: str, drain_seconds: float, compare_ask: int,
+                            home: str | None, output: str | None, as_json: bool) -> int:
         """kaizen serve, its workers and the model: one model server against a model in every process
 
         Per backend (a llama-cpp-python model server that `kaizen serve` and the workers share through
         KAIZEN_LLM_URL; or each process loading its own model), `kaizen serve` and the workers run as real
         processes while CLIENTS openai clients ask REQUESTS questions, streaming: requests/minute, p50/p95
         latency and time to first token, errors; afterwards every answer graded exactly once and no job lost or
-        run twice. Exits 1 when a check fails."""
+        run twice. Before that, --compare-ask questions one at a time through `kaizen serve` and through
+        `kaizen ask` on the same backend: the latency the HTTP API adds. Exits 1 when a check fails."""
         from eval.bench.serve import BACKENDS, run
 
         if requests < 1 or clients < 1 or workers < 0:
             raise SystemExit("--requests and --clients must be at least 1, --workers at least 0")
         progress = None if as_json else (lambda message: err.print(f"[dim]{message}[/dim]"))
         result = run(corpus, questions, requests=requests, clients=clients, workers=workers, home=home,
-                     metrics=metrics, backends=backends or BACKENDS, drain_seconds=drain_seconds, progress=progress)
+                     metrics=metrics, backends=backends or BACKENDS, drain_seconds=drain_seconds,
+                     compare_ask=compare_ask, progress=progress)
         if output:
             Path(output).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if as_json:
@@ -384,6 +389,13 @@ def _serve_command(bench_group: click.Group) -> None:
                           f"{b['latency_ms']['p50']} / {b['latency_ms']['p95']}",
                           f"{b['ttft_ms']['p50']} / {b['ttft_ms']['p95']}"] for name, b in result["backends"].items()],
                         title="kaizen serve")
+            compared = {name: b["serve_against_ask"] for name, b in result["backends"].items()
+                        if "serve_against_ask" in b}
+            if compared:
+                print_table(["backend", "questions compared", "kaizen serve ms (median)", "kaizen ask ms (median)",
+                             "serve / ask"],
+                            [[name, c["compared"], c["serve_ms_median"], c["ask_ms_median"], c["serve_to_ask"]]
+                             for name, c in compared.items()], title="one question at a time")
             i, j = result["interactions"], result["jobs"]
             out.print(f"server / in-process requests per minute: {result['server_vs_in_process']} · answers "
                       f"{i['recorded']} recorded, {i['graded']} graded, {i['duplicate_grades']} graded twice · jobs "

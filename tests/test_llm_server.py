@@ -295,14 +295,18 @@ def test_bench_serve_in_reduced_form_answers_and_grades_everything_once(kaizen_e
         monkeypatch.setenv(name, value)
     result = run(str(write_jsonl(tmp_path / "corpus.jsonl", CORPUS)),
                  str(write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)), requests=3, clients=2, workers=1,
-                 home=str(tmp_path / "home"), drain_seconds=300)
+                 home=str(tmp_path / "home"), drain_seconds=300, compare_ask=1)
     assert result["ok"], result
     for name in ("server", "in-process"):
         backend = result["backends"][name]
         assert backend["answered"] == 3 and backend["errors"] == 0, backend
         assert backend["requests_per_minute"] > 0 and backend["latency_ms"]["p50"] > 0
         assert backend["ttft_ms"]["p50"] is not None and backend["queue_drained"]
+        against = backend["serve_against_ask"]  # one question through kaizen serve, then through kaizen ask
+        assert against["compared"] == 1 and against["serve_to_ask"] > 0, against
+        assert against["rows"][0]["ask_command_ms"] > against["rows"][0]["ask_ms"] > 0
     assert result["server_vs_in_process"] > 0
     answers = result["interactions"]
-    assert answers["recorded"] == 8 and answers["graded"] == 8  # 3 + 3 and a warm-up per backend
+    # 3 + 3, a warm-up per backend, and per backend the compared question twice (serve, ask)
+    assert answers["recorded"] == 12 and answers["graded"] == 12
     assert answers["duplicate_grades"] == 0 and result["jobs"]["lost"] == 0 and result["jobs"]["run_twice"] == 0

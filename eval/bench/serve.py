@@ -10,12 +10,14 @@ in turn through the official `openai` client, streaming, until `requests` are an
 requests/minute over the asking phase, p50/p95 latency and time to first token as the clients saw them, errors.
 Then the queue drains and everything stops, and the books are checked with the soak's checks: every answer
 recorded and graded exactly once, no job lost or run twice. `server_vs_in_process` is the ratio of the two
-backends' requests/minute.
+backends' requests/minute. Before the workers start, `compare_ask` questions are asked one at a time through
+`kaizen serve` and through `kaizen ask` on the same backend (`serve_against_ask`: what the HTTP API adds).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import socket
@@ -115,6 +117,34 @@ def ask_all(base_url: str, key: str, questions: list[str], requests: int, client
     return rows
 
 
+def serve_against_ask(base_url: str, key: str, env: dict, questions: list[str]) -> dict:
+    """The same questions one at a time, through `kaizen serve` (an openai client, streaming) and through
+    `kaizen ask --json` on the same backend, in turn: serve's latency as its client sees it against ask's own total
+    (`timings.total`, from the question to the recorded answer: without the process start and model load that
+    only a one-shot command pays, so the ratio is what the HTTP front door adds)."""
+    from .soak import _kaizen
+
+    rows = []
+    for question in questions:
+        [served] = ask_all(base_url, key, [question], 1, 1)
+        started = time.perf_counter()
+        done = subprocess.run(_kaizen("ask", question, "--json"), env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=900)
+        wall = (time.perf_counter() - started) * 1000
+        try:
+            asked = json.loads(done.stdout) if done.returncode == 0 else None
+        except ValueError:
+            asked = None
+        rows.append({"question": question, "serve_ms": served["ms"], "serve_ttft_ms": served["ttft_ms"],
+                     "ask_ms": asked["timings"].get("total") if asked else None, "ask_command_ms": round(wall, 1),
+                     "error": served["error"] or (None if asked else (done.stderr.strip().splitlines() or ["?"])[-1])})
+    ok = [r for r in rows if not r["error"] and r["ask_ms"]]
+    serve_ms = statistics.median(r["serve_ms"] for r in ok) if ok else None
+    ask_ms = statistics.median(r["ask_ms"] for r in ok) if ok else None
+    return {"questions": len(rows), "compared": len(ok), "serve_ms_median": serve_ms, "ask_ms_median": ask_ms,
+            "serve_to_ask": round(serve_ms / ask_ms, 3) if serve_ms and ask_ms else None, "rows": rows}
+
+
 def summarize(rows: list[dict], seconds: float) -> dict:
     from eval.metrics import percentile as nearest_rank
 
@@ -141,7 +171,8 @@ def summarize(rows: list[dict], seconds: float) -> dict:
 
 def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, workers: int = 2,
         home: str | None = None, metrics: str = "answer_relevancy", backends: tuple[str, ...] = BACKENDS,
-        drain_seconds: float = 900.0, concurrency: int | None = None, progress=None) -> dict:
+        drain_seconds: float = 900.0, concurrency: int | None = None, compare_ask: int = 3,
+        progress=None) -> dict:
     from agent.llm import LLMSettings
     from agent.settings import AgentSettings
     from eval.bench.answer import load_questions
@@ -191,14 +222,19 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
                 processes.append(serve)
                 base_url = f"http://127.0.0.1:{port}"
                 _wait_http(f"{base_url}/health", serve, "kaizen serve", 300)
+                warm = ask_all(base_url, key, ["warm-up: what is this knowledge base about?"], 1, 1)  # not measured
+                if compare_ask:  # before the workers start, so both sides have the machine to themselves
+                    say(f"{backend}: {compare_ask} question(s) through kaizen serve and through kaizen ask")
+                    against_ask = serve_against_ask(base_url, key, env, pool[:compare_ask])
                 for n in range(workers):
                     started_workers.append(Worker(f"{backend}-worker-{n + 1}", env, log_dir))
-                warm = ask_all(base_url, key, ["warm-up: what is this knowledge base about?"], 1, 1)  # not measured
                 say(f"{backend}: asking {requests} questions with {clients} clients")
                 t = time.perf_counter()
                 rows = ask_all(base_url, key, pool, requests, clients)
                 seconds = time.perf_counter() - t
                 results[backend] = {**summarize(rows, seconds), "warm_up_error": warm[0]["error"], "rows": rows}
+                if compare_ask:
+                    results[backend]["serve_against_ask"] = against_ask
                 say(f"{backend}: {results[backend]['requests_per_minute']} requests/minute; draining the queue")
                 deadline = time.monotonic() + drain_seconds
                 while _queue_busy(store) and time.monotonic() < deadline:
@@ -215,6 +251,10 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
         asked = [{"question": " ".join(r["question"].split()), "done_at": r.get("done_at"),
                   "errors": [r["error"]] if r["error"] else [], "interrupted": False}
                  for b in results.values() for r in b.pop("rows", [])]
+        for b in results.values():  # each compared question was asked twice: through serve and through ask
+            for r in (b.get("serve_against_ask") or {}).get("rows", []):
+                asked += [{"question": " ".join(r["question"].split()), "done_at": time.time(),
+                           "errors": [r["error"]] if r["error"] else [], "interrupted": False}] * 2
         interactions = check_interactions(store, metric_names, asked)
         interactions.pop("_created")
         jobs = check_jobs(store)
@@ -232,7 +272,8 @@ def run(corpus: str, questions: str, requests: int = 24, clients: int = 4, worke
             "model": Path(model).name,
             "documents": report.added,
             "settings": {"requests": requests, "clients": clients, "workers": workers, "metrics": metric_names,
-                         "llm_threads": agent_settings.llm_threads, "concurrency": concurrency},
+                         "llm_threads": agent_settings.llm_threads, "concurrency": concurrency,
+                         "compare_ask": compare_ask},
             "backends": results,
             "server_vs_in_process": ratio,
             "interactions": interactions,
