@@ -95,11 +95,12 @@ def _sentence_vectors(session, embedder, hits) -> dict[int, tuple[list[str], np.
     the indexed text is the shown text (the same sentences) or begins with it (questions learned into the index
     follow the shown text), else embedded now."""
     stored = load_chunk_vectors(session, [h.chunk_id for h in hits])
+    split = {h.chunk_id: split_sentences(h.text) or [h.text] for h in hits}
     extended = _indexed_sentences(session, [h for h in hits if h.chunk_id in stored and
-                                            len(stored[h.chunk_id].sentence_embeddings) > len(split_sentences(h.text))])
+                                            len(stored[h.chunk_id].sentence_embeddings) > len(split[h.chunk_id])])
     out, missing = {}, []
     for h in hits:
-        sentences = split_sentences(h.text) or [h.text]
+        sentences = split[h.chunk_id]
         vectors = stored.get(h.chunk_id)
         shown = [search_text_for(h.title or "", s) for s in sentences]
         if vectors is not None and len(vectors.sentence_embeddings) == len(sentences):
