@@ -50,15 +50,16 @@ def save(model, tokens: Sequence[int], path: Path) -> bool:
     written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, SEQ)
     if not written:
         return False
+    data = memoryview(buffer)[:written]
     header = json.dumps({"tokens": len(tokens), "bytes": int(written),
-                         "sha256": hashlib.sha256(bytes(buffer)[:written]).hexdigest()}).encode() + b"\n"
+                         "sha256": hashlib.sha256(data).hexdigest()}).encode() + b"\n"
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + header)
-            f.write(memoryview(buffer)[:written])
+            f.write(data)
         os.replace(tmp, path)
         return True
     except OSError as exc:
