@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from store import scripts
+
 from .prompts import strip_citations
 
 _STOP = set(
@@ -28,7 +30,7 @@ _STOP = set(
     between through during before after until while because per via one two""".split()
 )
 _WORD = re.compile(r"\w+", re.U)
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]+")
+_CJK = re.compile(f"[{scripts.JAPANESE}{scripts.COMPATIBILITY_IDEOGRAPHS}{scripts.HALFWIDTH_KATAKANA}]+")
 _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+|(?<=[。！？])")
 
 

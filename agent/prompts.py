@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from store import scripts
+
 ABSTAIN = "The knowledge base does not say."
 
 SYSTEM = (
@@ -205,7 +207,7 @@ _ABSTAIN_RE = re.compile(
     r"(say|contain|mention|provide|include|specify|state)", re.I)
 _ABSTAIN_JA = ("ナレッジベースには記載がありません", "知識ベースには記載がありません", "記載がありません")
 ABSTAIN_JA = "ナレッジベースには記載がありません。"
-_KANA_OR_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
+_KANA_OR_CJK = re.compile(f"[{scripts.JAPANESE}]")
 
 
 def is_japanese(question: str) -> bool:

@@ -21,8 +21,10 @@ from typing import Iterable
 
 import numpy as np
 
+from store import scripts
+
 K_VALUES = (1, 5, 10)
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_CJK = re.compile(f"[{scripts.JAPANESE}{scripts.HALFWIDTH_KATAKANA}]")
 _PUNCT = set(string.punctuation) | set("、。・「」『』（）！？：；，．〜ー…“”‘’")
 
 

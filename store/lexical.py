@@ -25,19 +25,13 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from . import scripts
 from .errors import KaizenError
 
-_CJK = (
-    "\u3040-\u309f"  # Hiragana
-    "\u30a0-\u30ff"  # Katakana
-    "\u3400-\u4dbf"  # CJK Extension A
-    "\u4e00-\u9fff"  # CJK Unified Ideographs
-    "\uf900-\ufaff"  # CJK Compatibility Ideographs
-    "\uac00-\ud7af"  # Hangul syllables
-    "\u3005\u3006"  # 々 〆
-)
+# The index's class: part of every stored tsvector, so it does not change with the other uses (store.scripts).
+_CJK = scripts.KANA + scripts.IDEOGRAPHS + scripts.COMPATIBILITY_IDEOGRAPHS + scripts.HANGUL + scripts.ITERATION_MARKS
 _CJK_RUN = re.compile(f"[{_CJK}]+")
-_KANA = re.compile("[\u3040-\u30ff]")
+_KANA = re.compile(f"[{scripts.KANA}]")
 _WORD = re.compile(r"\w+")
 
 BIGRAMS = "cjk-bigram"  # CJK runs as overlapping character bigrams (every KB version before lexical schemes)

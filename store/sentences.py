@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from . import scripts
+
 # Sentence-final punctuation with the closing quotes and brackets that follow it; a full stop only before a space
 # (so "3.5" and "e.g.x" stay whole), and not after an abbreviation; or a line break.
 ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf", "approx", "Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Inc", "Ltd",
@@ -31,7 +33,7 @@ _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 MIN_SENTENCE_CHARS = 6
 # A line that starts a block of its own (a heading, list item, quote, table row or code fence) continues nothing.
 _BLOCK_START = re.compile(r"^\s*(#{1,6}\s|[-*+>]\s|\d{1,3}[.)]\s|\||```|~~~)")
-_CJK_END = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]$")
+_CJK_END = re.compile(f"[{scripts.JAPANESE}{scripts.FULLWIDTH_FORMS}]$")
 _CLOSED = re.compile(r"[.:;。．！？!?][」』）)\]\"'’”]*$")  # a line that ends its sentence (or introduces what follows)
 MAX_UNIT_PIECES = 8  # a "sentence" wrapped over more lines than this is read in pieces (a list without markers)
 
