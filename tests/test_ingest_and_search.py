@@ -83,6 +83,24 @@ def test_search_filters(clean_store, embedder, corpus):
     assert [h.title for h in by_prefix] == ["Rust"]
 
 
+def test_a_filtered_search_asks_the_pgvector_version_once_per_engine(clean_store, embedder, corpus):
+    ingest(clean_store, embedder, [str(corpus)])
+    asked = []
+
+    def record(conn, cursor, statement, *args):
+        if "pg_extension" in statement:
+            asked.append(statement)
+
+    sa.event.listen(clean_store.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            with clean_store.session() as s:
+                search(s, embedder, "memory safety", k=2, filters=Filters(source_prefix=corpus.resolve().as_uri()))
+    finally:
+        sa.event.remove(clean_store.engine, "before_cursor_execute", record)
+    assert len(asked) <= 1  # none when an earlier test already asked on this engine
+
+
 @pytest.mark.parametrize("query", [
     "'; DROP TABLE chunks; --",
     "a & b | !c <-> (d",
