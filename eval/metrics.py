@@ -145,6 +145,14 @@ def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
     return f1, em
 
 
+def answer_figures(answer: str, abstained: bool, row: dict) -> dict:
+    """One answer's non-LLM scores against `row`'s references: token F1 `f1`, exact match `em` and
+    `string_presence` (each None without references). An abstention is scored as an empty answer."""
+    text = "" if abstained else answer
+    f1, em = answer_scores(text, row)
+    return {"f1": f1, "em": em, "string_presence": string_presence(text, row)}
+
+
 def string_presence(answer: str, row: dict) -> float | None:
     """1.0 when an accepted reference (JSQuAD's short answers, or ClapNQ's one reference) appears in the answer
     after normalisation, as answer_scores' exact match counts it for short-span sets; None without references."""

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from eval.metrics import chrf, exact_match, f1_score, percentile, rouge_l, score_ranking
+from eval.metrics import answer_figures, chrf, exact_match, f1_score, percentile, rouge_l, score_ranking
 
 
 def chrf_by_definition(hyp: str, ref: str, order: int = 6, beta: float = 2.0) -> float:
@@ -72,3 +72,12 @@ def test_wilson_interval_known_values_and_edges():
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+def test_answer_figures_score_an_abstention_as_an_empty_answer():
+    row = {"answers": ["1900年"], "reference": ""}
+    right = answer_figures("1900年に建てられた [1]。", False, row)
+    assert right["string_presence"] == 1.0 and right["em"] == 1.0 and right["f1"] > 0
+    # the abstention sentence is not an answer, whatever words it shares with a reference
+    assert answer_figures("1900年", True, row) == {"f1": 0.0, "em": 0.0, "string_presence": 0.0}
+    assert answer_figures("anything", False, {"question": "q"}) == {"f1": None, "em": None, "string_presence": None}

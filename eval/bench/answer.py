@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from agent.settings import MODEL_FIELDS
-from eval.metrics import answer_scores, contains_reference, percentile, string_presence, wilson_interval
+from eval.metrics import answer_figures, contains_reference, percentile, wilson_interval
 
 BASELINES = ("naive",)
 NAIVE_K = 4
@@ -199,8 +199,7 @@ def run_questions(agent, questions: list[dict], progress=None, baseline: str | N
         else:
             row.update(raw_ms=None, raw_ttft_ms=None, raw_same_text=None, latency_ratio=None, raw_warm_ms=None,
                        latency_ratio_warm=None, final_prompt_tokens=None)
-        row["f1"], row["em"] = answer_scores("" if result.abstained else result.answer, q)
-        row["string_presence"] = string_presence("" if result.abstained else result.answer, q)
+        row.update(answer_figures(result.answer, result.abstained, q))
         row["handled_right"] = handled_right(row, q)
         if baseline == "naive":
             # Order and KV cache: Kaizen answers first (above, with the cache its previous question left), then
@@ -208,8 +207,7 @@ def run_questions(agent, questions: list[dict], progress=None, baseline: str | N
             # only the shared prompt prefix is put back (untimed), so Kaizen's next question finds what it would
             # after any earlier question of its own, and never the naive prompt.
             naive = naive_answer(llm, agent.store, agent.embedder, q["question"])
-            naive["f1"], naive["em"] = answer_scores("" if naive["abstained"] else naive["answer"], q)
-            naive["string_presence"] = string_presence("" if naive["abstained"] else naive["answer"], q)
+            naive.update(answer_figures(naive["answer"], naive["abstained"], q))
             gold = set(q.get("gold_passage_ids") or [])
             naive["gold_retrieved"] = bool(gold & set(naive["passages"]))
             row["naive"] = naive

@@ -79,16 +79,14 @@ def _retrieval(store, embedder, questions: list[dict]) -> dict | None:
 def _answers(agent, questions: list[dict]) -> dict | None:
     import statistics
 
-    from eval.metrics import answer_scores, string_presence
+    from eval.metrics import answer_figures
 
     if not questions:
         return None
     rows = []
     for q in questions:
         result = agent.ask(q["question"])
-        text = "" if result.abstained else result.answer
-        f1, _ = answer_scores(text, q)
-        rows.append({"f1": f1, "string_presence": string_presence(text, q), "abstained": result.abstained})
+        rows.append({**answer_figures(result.answer, result.abstained, q), "abstained": result.abstained})
     scored = [r for r in rows if r["f1"] is not None]
     present = [r for r in rows if r["string_presence"] is not None]
     return {"questions": len(rows), "abstained": sum(r["abstained"] for r in rows),

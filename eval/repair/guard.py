@@ -87,7 +87,7 @@ class AnswerScorer:
 
     def metrics(self, version_id: int) -> dict | None:
         from agent.prompts import strip_citations
-        from eval.metrics import answer_scores, references_of, string_presence
+        from eval.metrics import answer_figures, references_of
 
         if not self.probes:
             return None
@@ -97,11 +97,11 @@ class AnswerScorer:
             rows = []
             for probe in self.probes:
                 turn = self._agent.ask(probe.question, kb_version=version_id, record=False)
-                text = "" if turn.abstained else turn.answer
                 question = {"answers": probe.answers, "reference": probe.reference}
-                f1, _ = answer_scores(text, question)
-                rows.append({"probe_id": probe.id, "abstained": turn.abstained, "token_f1": f1 or 0.0,
-                             "string_presence": string_presence(text, question) or 0.0,
+                figures = answer_figures(turn.answer, turn.abstained, question)
+                text = "" if turn.abstained else turn.answer
+                rows.append({"probe_id": probe.id, "abstained": turn.abstained, "token_f1": figures["f1"] or 0.0,
+                             "string_presence": figures["string_presence"] or 0.0,
                              "semantic_similarity": self._similarity(strip_citations(text), references_of(question))})
             n = len(rows)
             self._cache[version_id] = {
