@@ -1,13 +1,23 @@
-"""Token-aware chunking with LangChain's recursive splitter, measured in the embedding model's own tokens."""
+"""Token-aware chunking with LangChain's recursive splitter, measured in the embedding model's own tokens.
+
+A Markdown heading belongs to the text after it. The splitter cuts between paragraphs wherever the size says, so
+a section's heading can close the chunk before its section (a tenth of the chunks of Kaizen's own docs did): that
+chunk's best-matching "sentence" was then a bare heading, and the section's first chunk had lost its name. So a
+heading that ends a chunk is moved to the start of the next one (where the overlap has not already put it), and a
+chunk that was nothing but headings goes with them.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 # Paragraphs, lines, then sentence ends in English and Japanese, then clauses, then words, then characters.
 SEPARATORS = ["\n\n", "\n", "。", "．", ". ", "！", "？", "! ", "? ", "；", "; ", "、", ", ", " ", ""]
+# One or more ATX heading lines ("## Retrieval") that close a chunk, each on a line of its own.
+_TRAILING_HEADINGS = re.compile(r"(?:^|\n)((?:[ ]{0,3}#{1,6}[ \t][^\n]*(?:\n[ \t]*)*)+)$")
 
 
 class Chunker:
@@ -24,4 +34,32 @@ class Chunker:
         )
 
     def split(self, text: str) -> list[str]:
-        return [piece for piece in self._splitter.split_text(text) if piece.strip()]
+        return headings_lead(text, [piece for piece in self._splitter.split_text(text) if piece.strip()])
+
+
+def headings_lead(text: str, chunks: list[str]) -> list[str]:
+    """`chunks` of `text` (in order, each a piece of it) with no chunk but the last ending in a heading: trailing
+    headings start the next chunk instead, which then begins at the heading in `text`. Chunks that cannot be found
+    in `text` are left as they are."""
+    chunks = list(chunks)
+    starts, at = [], 0
+    for chunk in chunks:
+        start = text.find(chunk, at)
+        if start < 0:
+            return chunks
+        starts.append(start)
+        at = start
+    out: list[str] = []
+    for i, chunk in enumerate(chunks):
+        if i + 1 < len(chunks):
+            match = _TRAILING_HEADINGS.search(chunk)
+            heading_at = starts[i] + match.start(1) if match else -1
+            if match and heading_at < starts[i + 1]:  # the next chunk does not hold the heading yet
+                end = starts[i + 1] + len(chunks[i + 1])
+                chunks[i + 1] = text[heading_at:end]
+                starts[i + 1] = heading_at
+            if match:
+                chunk = chunk[: match.start(1)].rstrip()
+        if chunk.strip():
+            out.append(chunk)
+    return out
