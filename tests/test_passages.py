@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
-from agent.passages import GAP, Scored, as_read, select_sentences
+from agent.passages import CHUNK_WEIGHT, GAP, Scored, as_read, scored_chunks, select_sentences
 
 
 def words(text: str) -> int:
@@ -80,6 +83,24 @@ def test_a_hard_wrapped_sentence_is_read_whole_and_scored_by_its_best_fragment()
     [p] = select_sentences([read], budget=16, count=words, truncate=cut, neighbours=0)
     assert p.text.startswith("`KAIZEN_LLM_URL` points")  # line pieces alone would begin mid-sentence
     assert as_read(c, "Another text. Of two sentences.") is c  # not this text's sentences: left as it is
+
+
+def test_search_s_ranking_of_the_chunks_weighs_in_when_sentences_score_alike():
+    """Two chunks whose best sentences are nearly as close to the question: the one search ranked far higher (BM25's
+    clear winner) is read, although its sentence's cosine is a hundredth lower."""
+    query = np.array([1.0, 0.0])
+
+    def unit(cos):
+        return [cos, float(np.sqrt(1 - cos * cos))]
+
+    hits = [SimpleNamespace(chunk_id=1, title="Retrieval", text="Hybrid search finds passages.", score=0.9),
+            SimpleNamespace(chunk_id=2, title="Calibration", text="Judges are calibrated first.", score=0.3)]
+    by_chunk = {1: (["Hybrid search finds passages."], np.array([unit(0.89)])),
+                2: (["Judges are calibrated first."], np.array([unit(0.90)]))}
+    chunks = scored_chunks(hits, by_chunk, query)
+    assert chunks[0].scores[0] == pytest.approx(0.89 + CHUNK_WEIGHT * 0.9)
+    [p] = select_sentences(chunks, budget=9, count=words, truncate=cut)  # room for one passage
+    assert p.chunk_id == 1
 
 
 @pytest.mark.slow
