@@ -92,8 +92,10 @@ class Store:
         self.engine: Engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         self._vector_unregistered = False
         sa.event.listen(self.engine, "connect", self._register_vector)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.capabilities = self._check_server()
+        # Each session carries what the server can do, so search need not ask it again (store.search).
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False,
+                                      info={"capabilities": self.capabilities})
         if migrate:
             self.migrate()
 

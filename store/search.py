@@ -12,7 +12,6 @@ scheme of the KB version it searches, so a KB indexed before a scheme change sti
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -331,22 +330,17 @@ def search(
     return [SearchHit(*row) for row in rows]
 
 
-_ITERATIVE_SCANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> bool
-
-
 def iterative_scans(session: Session) -> bool:
     """Whether the server's pgvector has iterative index scans (0.8+), so that a filtered search can use HNSW
-    and still get its rows; the embedded server's 0.6 has not, and ranks filtered searches exactly. Asked once
-    per engine (an extension upgrade is picked up by a new process, as the migrations are)."""
+    and still get its rows; the embedded server's 0.6 has not, and ranks filtered searches exactly. A Store's
+    session carries the answer the Store found on start (`Store.capabilities`); any other session asks."""
     from .database import ITERATIVE_SCAN_VERSION, version_tuple
 
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    known = _ITERATIVE_SCANS.get(engine)
-    if known is None:
-        text = session.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
-        known = _ITERATIVE_SCANS[engine] = version_tuple(text or "0") >= ITERATIVE_SCAN_VERSION
-    return known
+    capabilities = session.info.get("capabilities")
+    if capabilities is not None:
+        return capabilities.iterative_index_scans
+    text = session.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    return version_tuple(text or "0") >= ITERATIVE_SCAN_VERSION
 
 
 def distinct_documents(hits: Sequence[SearchHit]) -> list[SearchHit]:
