@@ -51,15 +51,13 @@ def headings_lead(text: str, chunks: list[str]) -> list[str]:
         at = start
     out: list[str] = []
     for i, chunk in enumerate(chunks):
-        if i + 1 < len(chunks):
-            match = _TRAILING_HEADINGS.search(chunk)
-            heading_at = starts[i] + match.start(1) if match else -1
-            if match and heading_at < starts[i + 1]:  # the next chunk does not hold the heading yet
-                end = starts[i + 1] + len(chunks[i + 1])
-                chunks[i + 1] = text[heading_at:end]
+        match = _TRAILING_HEADINGS.search(chunk) if i + 1 < len(chunks) else None
+        if match:
+            heading_at = starts[i] + match.start(1)
+            if heading_at < starts[i + 1]:  # the next chunk does not hold the heading yet
+                chunks[i + 1] = text[heading_at : starts[i + 1] + len(chunks[i + 1])]
                 starts[i + 1] = heading_at
-            if match:
-                chunk = chunk[: match.start(1)].rstrip()
+            chunk = chunk[: match.start(1)].rstrip()
         if chunk.strip():
             out.append(chunk)
     return out
