@@ -55,3 +55,19 @@ def test_plain_text_and_code_comments_inside_a_chunk_are_left_alone():
     japanese = "梅雨入りは六月です。\n\n## 夏\n\n夏は暑い。"
     got = headings_lead(japanese, ["梅雨入りは六月です。\n\n## 夏", "夏は暑い。"])
     assert got == ["梅雨入りは六月です。", "## 夏\n\n夏は暑い。"]
+
+
+def test_a_heading_stays_where_moving_it_would_overfill_the_next_chunk():
+    body = " ".join(f"w{i}" for i in range(40)) + "."
+    text = "Intro line.\n\n## Part\n\n" + body
+    chunks = ["Intro line.\n\n## Part", body]
+    assert headings_lead(text, chunks, lambda c: words(c) <= 40) == chunks  # body is full: 40 words
+    assert headings_lead(text, chunks, lambda c: words(c) <= 42) == ["Intro line.", "## Part\n\n" + body]
+
+
+@pytest.mark.parametrize("size,overlap", [(20, 0), (30, 5), (40, 8)])
+def test_chunks_stay_within_the_size_the_splitter_kept(size, overlap):
+    text = markdown(sections=8, paragraphs=2, words_each=size // 2 - 1)
+    chunker = Chunker(words, chunk_tokens=size, overlap=overlap)
+    assert all(words(c) <= size for c in chunker._splitter.split_text(text))
+    assert all(words(c) <= size for c in chunker.split(text))
