@@ -57,12 +57,13 @@ def headings_lead(text: str, chunks: list[str], fits: Callable[[str], bool] | No
         match = _TRAILING_HEADINGS.search(chunk) if i + 1 < len(chunks) else None
         if match:
             heading_at = starts[i] + match.start(1)
-            grown = text[heading_at : starts[i + 1] + len(chunks[i + 1])]
-            if heading_at >= starts[i + 1]:  # the next chunk holds the heading already (the overlap)
-                chunk = chunk[: match.start(1)].rstrip()
-            elif fits is None or fits(grown):
+            if heading_at < starts[i + 1]:  # the next chunk does not hold the heading yet (the overlap may have)
+                grown = text[heading_at : starts[i + 1] + len(chunks[i + 1])]
+                if fits is not None and not fits(grown):
+                    out.append(chunk)  # the next chunk is full: the heading stays
+                    continue
                 chunks[i + 1], starts[i + 1] = grown, heading_at
-                chunk = chunk[: match.start(1)].rstrip()
+            chunk = chunk[: match.start(1)].rstrip()
         if chunk.strip():
             out.append(chunk)
     return out
