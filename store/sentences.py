@@ -4,9 +4,10 @@ A question usually asks about one sentence of a passage, and a passage's single 
 the others. Each chunk therefore also gets one vector per sentence, and search scores a chunk by its best sentence
 as well as by the whole (store.search). Sentences end at English and Japanese sentence punctuation (with any
 closing quotes or brackets after it) and at line breaks; pieces too short to mean much on their own (a list
-marker, "Yes.") are joined to the sentence after them. A full stop after a common abbreviation ("e.g.", "Inc.")
-ends nothing, and a row of a Markdown table is one unit, whatever punctuation its cells hold: split, its
-description would lose the name in its first cell (the row of KAIZEN_LLM_URL would not say what it describes).
+marker, "Yes.", an opening code fence) are joined to the sentence after them, and a closing code fence to the code
+before it. A full stop after a common abbreviation ("e.g.", "Inc.") ends nothing, and a row of a Markdown table is
+one unit, whatever punctuation its cells hold: split, its description would lose the name in its first cell (the
+row of KAIZEN_LLM_URL would not say what it describes).
 
 Line breaks end vector units because a line is often a unit of its own (a heading, a list item, a table row), but
 prose hard-wrapped at a fixed width (Markdown, plain-text notes) then falls into line fragments that begin or end
@@ -38,15 +39,19 @@ _CLOSED = re.compile(r"[.:;。．！？!?][」』）)\]\"'’”]*$")  # a line 
 MAX_UNIT_PIECES = 8  # a "sentence" wrapped over more lines than this is read in pieces (a list without markers)
 
 
-def _pieces(text: str) -> list[tuple[str, bool]]:
-    """The pieces of `text`, each with whether the sentence it ends runs on to the next line (hard-wrapped)."""
-    pieces: list[tuple[str, bool]] = []
+def _pieces(text: str) -> list[tuple[str, bool | None]]:
+    """The pieces of `text`, each with whether the sentence it ends runs on to the next line (hard-wrapped); None
+    marks a closing code fence, which belongs to the code above it."""
+    pieces: list[tuple[str, bool | None]] = []
     lines = text.split("\n")
     in_code = False
     for n, line in enumerate(lines):
         fence = line.lstrip().startswith(("```", "~~~"))
         if fence:
             in_code = not in_code
+            if not in_code and not line.strip().strip("`~"):
+                pieces.append((line, None))
+                continue
         if _TABLE_ROW.match(line):
             pieces.append((line, False))
             continue
@@ -72,11 +77,14 @@ def _sentences(text: str) -> list[tuple[str, bool]]:
         piece = piece.strip()
         if not piece:
             continue
+        if runs_on is None and sentences and not carry:  # a closing fence ends the code above, not what follows
+            sentences[-1] = (f"{sentences[-1][0]} {piece}", False)
+            continue
         joined = f"{carry} {piece}" if carry else piece
         if len(joined) < MIN_SENTENCE_CHARS:
             carry = joined
             continue
-        sentences.append((joined, runs_on))
+        sentences.append((joined, bool(runs_on)))
         carry = ""
     if carry:
         if sentences:

@@ -70,8 +70,9 @@ def test_the_fragments_of_a_hard_wrapped_sentence_read_as_one_unit():
         "- A list item that wraps onto a second line.",
         "- Another item",
         "| a | b |",
-        "```python", "code line one", "code line two",
-        "``` 梅雨は気象現象で",  # a piece too short to stand alone joins the next (as split_sentences does)
+        "```python", "code line one",
+        "code line two ```",  # a closing fence ends the code, not the sentence after it
+        "梅雨は気象現象で",
         "次の行は別の段落です。",
     ]
 
@@ -81,3 +82,12 @@ def test_reading_units_cover_every_sentence_once_in_order():
         units = reading_units(text)
         assert [i for unit in units for i in unit] == list(range(len(split_sentences(text))))
         assert all(len(unit) <= MAX_UNIT_PIECES for unit in units)
+
+
+def test_a_closing_code_fence_ends_the_code_and_never_starts_the_next_sentence():
+    text = "Run it:\n```\nmake chat\n```\nThe REPL opens.\n~~~\nkaizen ask hi\n~~~\nDone here now."
+    assert split_sentences(text) == [
+        "Run it:", "``` make chat ```",  # a bare opening fence is too short alone and joins the code after it
+        "The REPL opens.", "~~~ kaizen ask hi ~~~", "Done here now."]
+    # a chunk cut inside a code block may begin with the closing fence: alone it reads as an opening one
+    assert split_sentences("```\nNext sentence here.") == ["``` Next sentence here."]
