@@ -85,7 +85,12 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 
 
-def create_vector_index(session: Session, version_id: int, dim: int) -> None:
+def create_vector_index(session: Session, version_id: int, dim: int, build_mb: int | None = None) -> None:
+    """The HNSW index of a version's chunks, in the caller's transaction. `build_mb` (KAIZEN_INDEX_BUILD_MB) is the
+    memory the build may use where the version already holds its chunks: pgvector builds the graph in
+    maintenance_work_mem (PostgreSQL's default is 64 MB) and, once it no longer fits, inserts the rest on disk."""
+    if build_mb:
+        session.execute(sa.text(f"SET LOCAL maintenance_work_mem = '{int(build_mb)}MB'"))
     session.execute(
         sa.text(
             f"CREATE INDEX IF NOT EXISTS {index_name(version_id)} ON chunks "

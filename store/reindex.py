@@ -106,7 +106,7 @@ def reindex(store: Store, embedder: Embedder, reason: str = "reindex",
         if batch:
             flush(batch)
         with store.session() as s:
-            create_vector_index(s, new.id, new.embedding_dim)
+            create_vector_index(s, new.id, new.embedding_dim, store.settings.index_build_mb)
         with store.session() as s:
             s.execute(sa.text("UPDATE kb_versions SET status = 'candidate' WHERE id = :id"), {"id": new.id})
             activate(s, new.id, actor=ACTOR, reason=reason,

@@ -84,7 +84,7 @@ def revert(store, change_id: int, actor: str = ACTOR) -> dict:
         if parent.status != "retired" or not chunks:
             raise RevertError(f"KB version {parent.id}, which change {change_id} replaced, is {parent.status} with "
                               f"{chunks} chunks: it cannot be made active again")
-        create_vector_index(s, parent.id, parent.embedding_dim)
+        create_vector_index(s, parent.id, parent.embedding_dim, store.settings.index_build_mb)
         activate(s, parent.id, actor=actor, reason=f"revert of change {change_id}")
         documents = _restore_documents(s, version.id)
         record_change(s, kind="revert", kb_version=parent.id, target=f"kb_change:{change_id}",

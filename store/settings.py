@@ -216,6 +216,9 @@ class StoreSettings(KaizenSettings):
                                                     "written mostly in CJK")
     candidates: int = Field(50, ge=1, validation_alias="KAIZEN_SEARCH_CANDIDATES",
                             description="candidates each side of hybrid search ranks before fusion")
+    index_build_mb: int = Field(1024, ge=1, le=2_000_000, description=(
+        "memory PostgreSQL may use to build a KB version's vector index (maintenance_work_mem, in MB) when a "
+        "re-index, repair or revert indexes a whole version: a graph that does not fit is built far more slowly"))
 
     @field_validator("home", mode="after")
     @classmethod

@@ -280,3 +280,30 @@ def test_vector_score_is_chunk_and_best_sentence_and_older_chunks_keep_their_own
     assert hits[0].title == "Rust"
     for hit in hits:
         assert hit.vector_score == pytest.approx(expected[hit.chunk_id][1], abs=2e-5)
+
+
+def test_a_whole_version_is_indexed_with_the_build_memory_setting(clean_store, embedder, corpus, monkeypatch):
+    """pgvector builds the HNSW graph in maintenance_work_mem (64 MB by default, far too little for a million
+    chunks); the build of a whole version gets KAIZEN_INDEX_BUILD_MB for its own transaction only."""
+    import store.reindex as reindex_module
+    from store.kb_versions import create_vector_index
+
+    ingest(clean_store, embedder, [str(corpus)])
+    with clean_store.session() as s:
+        default = s.execute(sa.text("SHOW maintenance_work_mem")).scalar_one()
+        version = s.execute(sa.text("SELECT id, embedding_dim FROM kb_versions WHERE status = 'active'")).one()
+        s.execute(sa.text(f"DROP INDEX chunks_embedding_v{version.id}"))
+        create_vector_index(s, version.id, version.embedding_dim, build_mb=77)
+        assert s.execute(sa.text("SHOW maintenance_work_mem")).scalar_one() == "77MB"
+    with clean_store.session() as s:
+        assert s.execute(sa.text("SHOW maintenance_work_mem")).scalar_one() == default
+        assert s.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = :n"),
+                         {"n": f"chunks_embedding_v{version.id}"}).scalar_one() == 1
+
+    seen = []
+    real = reindex_module.create_vector_index
+    monkeypatch.setattr(reindex_module, "create_vector_index",
+                        lambda s, v, dim, build_mb=None: (seen.append(build_mb), real(s, v, dim, build_mb))[1])
+    monkeypatch.setattr(clean_store, "settings", clean_store.settings.model_copy(update={"index_build_mb": 321}))
+    reindex(clean_store, embedder, reason="build memory")
+    assert seen == [321]

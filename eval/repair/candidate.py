@@ -114,7 +114,7 @@ class CandidateBuilder:
     def finish(self) -> KBVersion:
         """Index the version and mark it `candidate`: complete and searchable, not active."""
         with self.store.session() as s:
-            create_vector_index(s, self.id, self.version.embedding_dim)
+            create_vector_index(s, self.id, self.version.embedding_dim, self.store.settings.index_build_mb)
             s.execute(sa.text("UPDATE kb_versions SET status = 'candidate' WHERE id = :id AND status = 'building'"),
                       {"id": self.id})
             self.version = get_version(s, self.id)
