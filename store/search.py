@@ -45,7 +45,11 @@ COMMON_TERM_SHARE = 0.5
 # Candidates come from the rarest query terms: terms join, rarest first, while the chunks they select add up to no
 # more than this (the rarest always selects). On thousands of chunks nearly every selective term fits; at a
 # million, the common ones would make most of the table a candidate. Every term still scores the candidates.
-CANDIDATE_POSTINGS = 5000
+# Scoring a candidate (its tsvector read and filtered) is most of the query's work at a million chunks: 2,000
+# rather than 5,000 left hybrid recall unchanged on every ClapNQ and JSQuAD dev question at 1,909 chunks and lost
+# one ClapNQ question of 100 at a million, where it cut the warm p50 / p95 from 202 / 294 to 128 / 176 ms
+# (JSQuAD) and from 112 / 195 to 88 / 145 ms (ClapNQ; docs/scaling.md).
+CANDIDATE_POSTINGS = 2000
 
 
 class SearchError(KaizenError, ValueError):
