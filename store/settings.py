@@ -218,7 +218,8 @@ class StoreSettings(KaizenSettings):
                             description="candidates each side of hybrid search ranks before fusion")
     index_build_mb: int = Field(1024, ge=1, le=2_000_000, description=(
         "memory PostgreSQL may use to build a KB version's vector index (maintenance_work_mem, in MB) when a "
-        "re-index, repair or revert indexes a whole version: a graph that does not fit is built far more slowly"))
+        "re-index, repair or revert indexes a whole version: a graph that does not fit is built far more slowly (a "
+        "million chunks need about 2,500)"))
 
     @field_validator("home", mode="after")
     @classmethod
