@@ -47,8 +47,8 @@ COMMON_TERM_SHARE = 0.5
 # million, the common ones would make most of the table a candidate. Every term still scores the candidates.
 # Scoring a candidate (its tsvector read and filtered) is most of the query's work at a million chunks: 2,000
 # rather than 5,000 left hybrid recall unchanged on every ClapNQ and JSQuAD dev question at 1,909 chunks and lost
-# one ClapNQ question of 100 at a million, where it cut the warm p50 / p95 from 202 / 294 to 128 / 176 ms
-# (JSQuAD) and from 112 / 195 to 88 / 145 ms (ClapNQ; docs/scaling.md).
+# one ClapNQ question of 100 at a million, where it cut the warm p50 / p95 from 191 / 276 to 124 / 175 ms
+# (JSQuAD) and from 104 / 166 to 88 / 147 ms (ClapNQ; docs/scaling.md, measured in one run).
 CANDIDATE_POSTINGS = 2000
 
 
