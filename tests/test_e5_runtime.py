@@ -131,3 +131,19 @@ def test_batch_order_and_threads_do_not_change_vectors(rt):
     single = E5Runtime(threads=1).embed_passages(texts[::-1])[::-1]
     assert cos(together, alone).min() > 0.9999
     assert cos(together, single).min() > 0.9999
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_question_cut_across_threads_gets_the_same_vector(monkeypatch, parts):
+    """One batch (a question, or a few short ones) runs each layer's heads and feed-forward units in parts on
+    several threads; the parts must add up to the undivided layer, for one sequence and for runs of several."""
+    cut = E5Runtime(threads=parts)
+    whole = E5Runtime(threads=1)
+    calls = []
+    real = cut._forward_split
+    monkeypatch.setattr(cut, "_forward_split", lambda *a: calls.append(a[2]) or real(*a))
+    texts = [QUESTIONS[0], QUESTIONS[3], "who built the eiffel tower", QUESTIONS[0] + " " + EN[0]]
+    for batch in ([texts[0]], texts[1:2], texts[:3], texts):
+        a, b = cut.embed_queries(batch), whole.embed_queries(batch)
+        assert np.abs(a - b).max() < 1e-5, batch
+    assert calls == [parts] * 4
