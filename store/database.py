@@ -93,6 +93,13 @@ class Store:
         self._vector_unregistered = False
         sa.event.listen(self.engine, "connect", self._register_vector)
         self.capabilities = self._check_server()
+        if self.embedded:
+            try:
+                note = embedded_server.configure(self.engine, self.settings.pg_shared_buffers_mb)
+            except sa.exc.SQLAlchemyError as exc:  # the server still works with the size it has
+                note = f"could not set the embedded server's shared buffers: {str(exc).splitlines()[0]}"
+            if note:
+                log.info(note)
         # Each session carries what the server can do, so search need not ask it again (store.search).
         self._sessions = sessionmaker(self.engine, expire_on_commit=False,
                                       info={"capabilities": self.capabilities})

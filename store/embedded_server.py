@@ -155,6 +155,28 @@ def restart(pgdata: Path, *, down_seconds: float = 0.0, timeout: float = 60.0) -
     return {"stopped_at": stopped_at, "started_at": time.time(), "started_by": started_by}
 
 
+def configure(engine, shared_buffers_mb: int) -> str | None:
+    """Give the embedded server `shared_buffers_mb` of shared buffers from its next start (ALTER SYSTEM, kept in
+    pgdata/postgresql.auto.conf; the server stops when its last user leaves, so that is the next session).
+    Returns a line for the log when the running server has another size, else None."""
+    import sqlalchemy as sa
+
+    wanted = f"{int(shared_buffers_mb)}MB"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        running_mb = conn.execute(sa.text(
+            "SELECT setting::bigint * pg_size_bytes(unit) / 1048576 FROM pg_settings WHERE name = 'shared_buffers'"
+        )).scalar_one()
+        pending = conn.execute(sa.text(
+            "SELECT setting FROM pg_file_settings WHERE name = 'shared_buffers' AND applied IS NOT NULL "
+            "ORDER BY seqno DESC LIMIT 1"
+        )).scalar()
+        if pending != wanted and not (pending is None and running_mb == shared_buffers_mb):
+            conn.execute(sa.text(f"ALTER SYSTEM SET shared_buffers = '{wanted}'"))
+    if running_mb != shared_buffers_mb:
+        return f"the embedded server runs with {running_mb} MB of shared buffers; {wanted} from its next start"
+    return None
+
+
 def start(pgdata: Path, *, ephemeral: bool = False) -> str:
     """Start (or attach to) the embedded server; return a SQLAlchemy URL of the `kaizen` database.
     An ephemeral server (benchmarks) is stopped and its data directory deleted when the process exits."""

@@ -34,6 +34,7 @@ def test_distractors_are_added_and_the_hybrid_query_is_measured_cold_and_warm(tm
         assert set(warm) == {"latency_ms_p50", "latency_ms_p95"}
         assert 0 < warm["latency_ms_p50"] <= warm["latency_ms_p95"]
     assert report["vector_recall@10"] >= 0.9  # HNSW against exact at the chosen ef_search
+    assert report["shared_buffers"].endswith(("kB", "MB", "GB"))  # the page cache the latencies were taken with
 
     # a kept home is reused: the distractors are not written again
     again = run_corpus(3000, sets, per_set=10, home=str(tmp_path / "home"))

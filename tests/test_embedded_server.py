@@ -90,3 +90,34 @@ def test_a_second_store_in_the_same_process_keeps_its_handle(store):
     finally:
         second.close()
     assert os.getpid() in json.loads(handle.read_text())
+
+
+@pytest.mark.slow
+def test_shared_buffers_are_set_for_the_next_start(tmp_path, caplog):
+    """KAIZEN_PG_SHARED_BUFFERS_MB is written into the server's own configuration and taken at its next start;
+    once it runs with it, nothing is rewritten and nothing is said."""
+    import logging
+
+    import sqlalchemy as sa
+
+    from store.database import Store
+    from store.embedded_server import restart
+    from store.settings import StoreSettings
+
+    settings = StoreSettings(home=tmp_path / "home", pg_shared_buffers_mb=144)
+    with caplog.at_level(logging.INFO, logger="store.database"):
+        first = Store(settings, migrate=False, ephemeral=True)
+    try:
+        assert "144MB from its next start" in caplog.text
+        auto = settings.pgdata / "postgresql.auto.conf"
+        assert "shared_buffers = '144MB'" in auto.read_text()
+        restart(settings.pgdata)
+        with first.engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW shared_buffers")).scalar_one() == "144MB"
+        written = auto.stat().st_mtime_ns
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="store.database"):
+            Store(settings, migrate=False).engine.dispose()
+        assert "shared buffers" not in caplog.text and auto.stat().st_mtime_ns == written
+    finally:
+        first.close()

@@ -257,7 +257,8 @@ def run_corpus(n: int, sets: list[tuple[str, str]], per_set: int = 100, seed: in
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             by_ef = _hnsw_recall(raw, version, ids, vectors, query_vectors)
             size = raw.execute("SELECT pg_size_pretty(pg_total_relation_size('chunks')), "
-                               "pg_size_pretty(pg_relation_size(%s)), pg_size_pretty(pg_relation_size('chunks_tsv'))",
+                               "pg_size_pretty(pg_relation_size(%s)), pg_size_pretty(pg_relation_size('chunks_tsv')), "
+                               "current_setting('shared_buffers')",
                                (index_name(version.id),)).fetchone()
         few = [q for qs in chosen for q in qs[:20]]
         filters = _filtered(store, embedder, version, few,
@@ -276,6 +277,7 @@ def run_corpus(n: int, sets: list[tuple[str, str]], per_set: int = 100, seed: in
             "distractors_reused": bool(present),
             "timings": written["timings"],
             "sizes": {"chunks_table": size[0], "hnsw_index": size[1], "gin_index": size[2]},
+            "shared_buffers": size[3],  # the latencies depend on it (docs/scaling.md)
             "vector_by_ef_search": by_ef,
             "chosen_ef_search": int(best),
             "vector_recall@10": by_ef[best]["recall@10"],
