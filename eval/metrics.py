@@ -145,10 +145,16 @@ def answer_scores(answer: str, row: dict) -> tuple[float | None, float | None]:
     return f1, em
 
 
+def scored_text(answer: str, abstained: bool) -> str:
+    """The text an answer is scored as: an abstention scores as an empty answer (it said nothing of the
+    reference), whatever words it abstained with."""
+    return "" if abstained else answer
+
+
 def answer_figures(answer: str, abstained: bool, row: dict) -> dict:
     """One answer's non-LLM scores against `row`'s references: token F1 `f1`, exact match `em` and
-    `string_presence` (each None without references). An abstention is scored as an empty answer."""
-    text = "" if abstained else answer
+    `string_presence` (each None without references), of its `scored_text`."""
+    text = scored_text(answer, abstained)
     f1, em = answer_scores(text, row)
     return {"f1": f1, "em": em, "string_presence": string_presence(text, row)}
 

@@ -209,11 +209,18 @@ def _probe_rows(store, ids: list[int]) -> dict[int, dict]:
             for r in rows}
 
 
-def _non_llm_scores(item: ProbeAnswer, probe: dict) -> list[Score]:
+def _response(item: ProbeAnswer) -> str:
+    """What a probe's answer is scored as: its text without citation markers, or nothing when it abstained."""
     from agent.prompts import strip_citations
+    from eval.metrics import scored_text
+
+    return strip_citations(scored_text(item.answer, item.abstained)).strip()
+
+
+def _non_llm_scores(item: ProbeAnswer, probe: dict) -> list[Score]:
     from eval.metrics import STRING_METRICS, string_scores
 
-    answer = "" if item.abstained else strip_citations(item.answer).strip()
+    answer = _response(item)
     references = [probe["reference"]] if probe["reference"] else []
     references += [a for a in probe["answers"] if a not in references]
     out: list[Score] = []
@@ -249,10 +256,8 @@ def evaluate_probe_answers(store, items: Sequence[ProbeAnswer], *, judge=None, e
     ragas_rows = []
     for item in items:
         probe = probes[item.probe_id]
-        from agent.prompts import strip_citations
-
         ragas_rows.append({"user_input": probe["question"], "reference": probe["reference"] or "",
-                           "response": "" if item.abstained else strip_citations(item.answer).strip(),
+                           "response": _response(item),
                            "retrieved_contexts": list(item.contexts)})
     short = [len((probes[i.probe_id]["answers"] or [""])[0]) for i in items]
     for name in ("semantic_similarity", *names):

@@ -87,7 +87,7 @@ class AnswerScorer:
 
     def metrics(self, version_id: int) -> dict | None:
         from agent.prompts import strip_citations
-        from eval.metrics import answer_figures, references_of
+        from eval.metrics import answer_figures, references_of, scored_text
 
         if not self.probes:
             return None
@@ -99,7 +99,7 @@ class AnswerScorer:
                 turn = self._agent.ask(probe.question, kb_version=version_id, record=False)
                 question = {"answers": probe.answers, "reference": probe.reference}
                 figures = answer_figures(turn.answer, turn.abstained, question)
-                text = "" if turn.abstained else turn.answer
+                text = scored_text(turn.answer, turn.abstained)
                 rows.append({"probe_id": probe.id, "abstained": turn.abstained, "token_f1": figures["f1"] or 0.0,
                              "string_presence": figures["string_presence"] or 0.0,
                              "semantic_similarity": self._similarity(strip_citations(text), references_of(question))})
