@@ -234,7 +234,8 @@ def _interactive_sql(login) -> int:
 def print_status(data: dict) -> None:
     db = data["database"]
     out.print(f"database: {'embedded PostgreSQL in ' + db['location'] if db['embedded'] else db['url']} "
-              f"(PostgreSQL {db['server_version']}, pgvector {db['pgvector_version']})", highlight=False)
+              f"(PostgreSQL {db['server_version']}, pgvector {db['pgvector_version']}, shared_buffers "
+              f"{db['shared_buffers']})", highlight=False)
     reader = db.get("reader_role")
     if reader and not reader["ready"]:
         out.print(f"`kaizen sql` without --write: {reader['problem']} (`kaizen sql` says what to run)",

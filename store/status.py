@@ -33,6 +33,7 @@ def status_data(store) -> dict:
 
     with store.session() as s:
         reader = inspect_reader(s.connection())
+        shared_buffers = s.execute(sa.text("SELECT current_setting('shared_buffers')")).scalar_one()
         version = active_version(s)
         docs = dict(s.execute(sa.text("SELECT status, count(*) FROM documents GROUP BY status")).all())
         chunks = s.execute(sa.text("SELECT count(*) FROM active_chunks")).scalar_one()
@@ -53,6 +54,8 @@ def status_data(store) -> dict:
             "server_version": caps.server_version,
             "pgvector_version": caps.pgvector_version,
             "iterative_index_scans": caps.iterative_index_scans,
+            # the page cache: what a search at scale reads from memory (KAIZEN_PG_SHARED_BUFFERS_MB when embedded)
+            "shared_buffers": shared_buffers,
             # the role `kaizen sql` reads as without --write (store/roles.py); problem: why it cannot be used
             # (the fix, which holds its password, is what `kaizen sql` prints)
             "reader_role": None if reader is None else {

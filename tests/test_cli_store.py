@@ -21,6 +21,9 @@ def test_status_and_schema(clean_store):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["database"]["pgvector_version"] and data["active_kb_version"] is None
+    assert data["database"]["shared_buffers"].endswith(("kB", "MB", "GB"))
+    text = run_cli("status")
+    assert f"shared_buffers {data['database']['shared_buffers']})" in text.stdout, text.stdout
 
 
 @pytest.mark.slow
