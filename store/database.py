@@ -93,7 +93,8 @@ class Store:
         self._vector_unregistered = False
         sa.event.listen(self.engine, "connect", self._register_vector)
         self.capabilities = self._check_server()
-        if self.embedded:
+        # Only a size a person chose is written: left unset, a size set by hand (ALTER SYSTEM) stays.
+        if self.embedded and "pg_shared_buffers_mb" in self.settings.model_fields_set:
             try:
                 note = embedded_server.configure(self.engine, self.settings.pg_shared_buffers_mb)
             except sa.exc.SQLAlchemyError as exc:  # the server still works with the size it has

@@ -184,8 +184,9 @@ class StoreSettings(KaizenSettings):
     embed_threads: int = Field(default_factory=cpu_count, ge=1, json_schema_extra=CORES,
                                description="threads the embedder uses")
     pg_shared_buffers_mb: int = Field(128, ge=16, le=1_048_576, description=(
-        "the embedded PostgreSQL's page cache (shared_buffers, in MB; 128 is PostgreSQL's default), taken when the "
-        "server next starts: at a million chunks a question reads about 100 MB of pages (see docs/scaling.md)"))
+        "the embedded PostgreSQL's page cache (shared_buffers, in MB; 128 is PostgreSQL's default): when set, it "
+        "is written into the server's configuration and taken at its next start; at a million chunks a question "
+        "reads about 100 MB of pages (see docs/scaling.md)"))
     max_file_mb: float = Field(float(DEFAULT_MAX_MB), gt=0, description="larger files are refused at ingest (in MB)")
     chunk_tokens: int = Field(320, ge=32, le=510, json_schema_extra={
         "le_reason": "the embedding model reads at most 510 tokens"},

@@ -119,5 +119,8 @@ def test_shared_buffers_are_set_for_the_next_start(tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="store.database"):
             Store(settings, migrate=False).engine.dispose()
         assert "shared buffers" not in caplog.text and auto.stat().st_mtime_ns == written
+        # left unset, the size stays what the server was given (by this setting before, or by hand)
+        Store(StoreSettings(home=tmp_path / "home"), migrate=False).engine.dispose()
+        assert "shared_buffers = '144MB'" in auto.read_text()
     finally:
         first.close()
