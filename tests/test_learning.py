@@ -202,3 +202,55 @@ def test_a_learned_question_whose_answer_is_deleted_is_withdrawn_on_the_next_pas
         texts = s.execute(sa.text("SELECT c.search_text FROM active_chunks a JOIN chunks c USING (id) "
                                   "JOIN documents d ON d.id = c.document_id WHERE d.source_id = 'd-owl'")).scalars()
         assert not any(question in learned_lines(t) for t in texts)
+
+
+def promoted_lines(store, version_id: int) -> list[str]:
+    from eval.repair.learning import learned_lines
+
+    with store.session() as s:
+        texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v AND origin = 'learned'"),
+                          {"v": version_id}).scalars().all()
+    return [line for t in texts for line in learned_lines(t)]
+
+
+def test_a_re_chunk_keeps_the_learned_questions_and_where_they_came_from(kb, embedder, monkeypatch):
+    """tune_chunking and rechunk_all rebuild every chunk from the document bodies; what was learned from traffic
+    goes to the new chunk of its document that best answers it, with its evidence, so a deleted answer still
+    withdraws it afterwards."""
+    from eval.repair.actions import Rebuild
+    from eval.repair.candidate import CandidateBuilder
+    from eval.repair.learning import LearnFromTraffic, _withdrawn, learned_lines
+    from eval.repair.planner import run_planner
+    from eval.settings import EvalSettings
+    from store.kb_versions import record_change, require_active
+
+    question = "Which bird has fourteen vertebrae in its neck?"
+    iid = answer(kb, question, "d-owl", 1)
+    monkeypatch.setattr(LearnFromTraffic, "guard", "non_inferior")
+    plan = run_planner(kb, embedder=embedder, settings=EvalSettings.defaults(improve_min_evidence=1, guard_answers=0),
+                       llm=lambda: pytest.fail("no model"))
+    assert [r.decision for r in plan.results if r.action["kind"] == "learn_from_traffic"][:1] == ["promoted"]
+    with kb.session() as s:
+        base = require_active(s)
+    action = Rebuild(target="t", reason="test", chunk_tokens=64, chunk_overlap=8)
+    builder = CandidateBuilder(kb, embedder, base, reason="test", chunk_tokens=64, chunk_overlap=8)
+    try:
+        build = action.build(builder, types.SimpleNamespace(store=kb, check=None))
+        learned = promoted_lines(kb, base.id)  # the answer's question and the train probes the planner learned
+        assert question in learned and build["carried_learned"] == len(learned) == len(build["evidence"])
+        assert {e["question"] for e in build["evidence"]} == set(learned)
+        [mine] = [e for e in build["evidence"] if e["question"] == question]
+        assert mine["source"] == f"good:{iid}"
+        assert all(e["source"].startswith("probe:") for e in build["evidence"] if e is not mine)
+        with kb.session() as s:
+            owl = s.execute(sa.text(
+                "SELECT c.id, c.search_text, c.origin FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "WHERE c.kb_version = :v AND d.source_id = 'd-owl' ORDER BY c.ordinal"), {"v": builder.id}).all()
+            assert [r.id for r in owl if question in learned_lines(r.search_text)] == [mine["chunk_id"]]
+            record_change(s, kind="repair:rechunk_all", actor="test", kb_version=builder.id,
+                          after={"build": build}, decision="promoted")
+            s.execute(sa.text("DELETE FROM interactions WHERE id = :i"), {"i": iid})
+            withdrawn = _withdrawn(s, builder.id)
+        assert (mine["chunk_id"], question) in {(e.chunk_id, e.question) for e in withdrawn}
+    finally:
+        builder.discard("test", "test over")

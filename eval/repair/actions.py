@@ -103,10 +103,13 @@ class Rebuild(Action):
         return self.chunk_tokens, self.chunk_overlap
 
     def build(self, builder, ctx):
+        from .learning import carry_learned
+
         docs = _documents(ctx.store, None)
         written = builder.rechunk(docs, check=ctx.check)
+        carried = carry_learned(builder, builder.embedder)  # what was learned from traffic survives the re-chunk
         return {"documents": len(docs), "chunks": written, "chunk_tokens": self.chunk_tokens,
-                "chunk_overlap": self.chunk_overlap}
+                "chunk_overlap": self.chunk_overlap, "carried_learned": len(carried), "evidence": carried}
 
 
 @dataclass

@@ -118,7 +118,7 @@ def _withdrawn(session, version_id: int) -> list[Evidence]:
     rows = session.execute(sa.text(
         "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id "
         "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
-        "WHERE c.kind = 'repair:learn_from_traffic' AND c.decision = 'promoted' "
+        "WHERE c.decision = 'promoted' "  # learn_from_traffic, and re-chunks that carried its lines (carry_learned)
         "AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored')")).all()
     if not rows:
         return []
@@ -242,6 +242,56 @@ class LearnFromTraffic(Action):
         sources = sorted({e["source"] for e in self.learn + self.unlearn})
         return {"chunks": len(changes), "learned": len(self.learn), "unlearned": len(self.unlearn),
                 "evidence": self.learn + self.unlearn, "evidence_sources": sources}
+
+
+def _sources_by_document(session) -> dict[tuple[int, str], str]:
+    """(document, normalised question) -> the evidence a promoted change learned it from, latest first."""
+    rows = session.execute(sa.text(
+        "SELECT ch.document_id, e ->> 'question' AS question, e ->> 'source' AS source "
+        "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
+        "JOIN chunks ch ON ch.id = (e ->> 'chunk_id')::int "
+        "WHERE c.decision = 'promoted' AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored') "
+        "ORDER BY c.id")).all()
+    return {(r.document_id, normalise(r.question)): r.source for r in rows}
+
+
+def carry_learned(builder, embedder) -> list[dict]:
+    """After `builder` re-chunked documents of its base version, give each learned question of the base version's
+    chunks of those documents to the new chunk of the same document that best answers it (a filtered search of the
+    candidate), so a re-chunk keeps what was learned. Returns the evidence, as LearnFromTraffic records it (the
+    source it was first learned from), for withdrawal to find."""
+    from store.kb_versions import get_version
+    from store.search import Filters, search
+
+    with builder.store.session() as s:
+        rows = s.execute(sa.text(
+            "SELECT o.document_id, o.search_text FROM chunks o WHERE o.kb_version = :base AND o.origin = 'learned' "
+            "AND o.document_id = ANY(:docs) ORDER BY o.document_id, o.ordinal"),
+            {"base": builder.base.id, "docs": sorted(builder.written_documents)}).all()
+        if not rows:
+            return []
+        sources = _sources_by_document(s)
+        version = get_version(s, builder.id)
+        by_chunk: dict[int, list[tuple[str, str]]] = {}
+        for row in rows:
+            for question in learned_lines(row.search_text):
+                hits = search(s, embedder, question, k=1, settings=builder.store.settings, version=version,
+                              filters=Filters(document_ids=(row.document_id,)))
+                if hits:
+                    source = sources.get((row.document_id, normalise(question)), "carried:0")
+                    by_chunk.setdefault(hits[0].chunk_id, []).append((question, source))
+        chunks = {r.id: r for r in s.execute(sa.text(
+            "SELECT c.id, c.document_id, c.ordinal, d.title, c.search_text FROM chunks c JOIN documents d "
+            "ON d.id = c.document_id WHERE c.id = ANY(:ids)"), {"ids": sorted(by_chunk)}).all()}
+    changes, evidence = [], []
+    for chunk_id, learned in by_chunk.items():
+        row = chunks[chunk_id]
+        lines = list(dict.fromkeys(q for q, _ in learned))[-MAX_LEARNED_PER_CHUNK:]
+        changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
+                                         with_learned(row.search_text, lines), LearnFromTraffic.origin))
+        evidence += [{"chunk_id": chunk_id, "question": q, "source": src} for q, src in learned if q in lines]
+    update_indexed_text(builder, changes)
+    return evidence
 
 
 def _record_refused(store, version_id: int, rejected: list[dict]) -> None:
