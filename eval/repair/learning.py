@@ -245,7 +245,8 @@ class LearnFromTraffic(Action):
 
 
 def _sources_by_document(session) -> dict[tuple[int, str], str]:
-    """(document, normalised question) -> the evidence a promoted change learned it from, latest first."""
+    """(document, normalised question) -> the source of the evidence a promoted change learned it from (the latest
+    when several did)."""
     rows = session.execute(sa.text(
         "SELECT ch.document_id, e ->> 'question' AS question, e ->> 'source' AS source "
         "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
@@ -278,7 +279,7 @@ def carry_learned(builder, embedder) -> list[dict]:
                 hits = search(s, embedder, question, k=1, settings=builder.store.settings, version=version,
                               filters=Filters(document_ids=(row.document_id,)))
                 if hits:
-                    source = sources.get((row.document_id, normalise(question)), "carried:0")
+                    source = sources.get((row.document_id, normalise(question)), "carried")  # its record pruned
                     by_chunk.setdefault(hits[0].chunk_id, []).append((question, source))
         chunks = {r.id: r for r in s.execute(sa.text(
             "SELECT c.id, c.document_id, c.ordinal, d.title, c.search_text FROM chunks c JOIN documents d "
@@ -286,10 +287,13 @@ def carry_learned(builder, embedder) -> list[dict]:
     changes, evidence = [], []
     for chunk_id, learned in by_chunk.items():
         row = chunks[chunk_id]
-        lines = list(dict.fromkeys(q for q, _ in learned))[-MAX_LEARNED_PER_CHUNK:]
+        source_of: dict[str, str] = {}  # a question two overlapping old chunks had is one line
+        for question, source in learned:
+            source_of.setdefault(question, source)
+        lines = list(source_of)[-MAX_LEARNED_PER_CHUNK:]
         changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
                                          with_learned(row.search_text, lines), LearnFromTraffic.origin))
-        evidence += [{"chunk_id": chunk_id, "question": q, "source": src} for q, src in learned if q in lines]
+        evidence += [{"chunk_id": chunk_id, "question": q, "source": source_of[q]} for q in lines]
     update_indexed_text(builder, changes)
     return evidence
 
