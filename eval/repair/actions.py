@@ -107,7 +107,7 @@ class Rebuild(Action):
 
         docs = _documents(ctx.store, None)
         written = builder.rechunk(docs, check=ctx.check)
-        carried = carry_learned(builder, builder.embedder)  # what was learned from traffic survives the re-chunk
+        carried = carry_learned(builder)  # what was learned from traffic survives the re-chunk
         return {"documents": len(docs), "chunks": written, "chunk_tokens": self.chunk_tokens,
                 "chunk_overlap": self.chunk_overlap, "carried_learned": len(carried), "evidence": carried}
 

@@ -113,13 +113,21 @@ def refusal(session, question: str, chunk_id: int, chunk_text: str, *, from_peop
     return None if shares else "shares no search term with the chunk"
 
 
+def _promoted_evidence(session) -> list:
+    """What promoted changes learned, oldest change first: (source, question, chunk_id, document_id) for each
+    question a probe or an answer taught (learn_from_traffic, and the re-chunks that carried its lines on,
+    carry_learned); document_id is None once the chunk is pruned."""
+    return session.execute(sa.text(
+        "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id, "
+        "ch.document_id FROM kb_changes c CROSS JOIN jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
+        "LEFT JOIN chunks ch ON ch.id = (e ->> 'chunk_id')::int "
+        "WHERE c.decision = 'promoted' AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored') "
+        "ORDER BY c.id")).all()
+
+
 def _withdrawn(session, version_id: int) -> list[Evidence]:
     """Learned questions whose only evidence was answers that are gone now (deleted interactions): to unlearn."""
-    rows = session.execute(sa.text(
-        "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id "
-        "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
-        "WHERE c.decision = 'promoted' "  # learn_from_traffic, and re-chunks that carried its lines (carry_learned)
-        "AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored')")).all()
+    rows = _promoted_evidence(session)
     if not rows:
         return []
     people = {int(r.source.split(":")[1]) for r in rows if not r.source.startswith("probe:")}
@@ -244,19 +252,7 @@ class LearnFromTraffic(Action):
                 "evidence": self.learn + self.unlearn, "evidence_sources": sources}
 
 
-def _sources_by_document(session) -> dict[tuple[int, str], str]:
-    """(document, normalised question) -> the source of the evidence a promoted change learned it from (the latest
-    when several did)."""
-    rows = session.execute(sa.text(
-        "SELECT ch.document_id, e ->> 'question' AS question, e ->> 'source' AS source "
-        "FROM kb_changes c, jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
-        "JOIN chunks ch ON ch.id = (e ->> 'chunk_id')::int "
-        "WHERE c.decision = 'promoted' AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored') "
-        "ORDER BY c.id")).all()
-    return {(r.document_id, normalise(r.question)): r.source for r in rows}
-
-
-def carry_learned(builder, embedder) -> list[dict]:
+def carry_learned(builder) -> list[dict]:
     """After `builder` re-chunked documents of its base version, give each learned question of the base version's
     chunks of those documents to the new chunk of the same document that best answers it (a filtered search of the
     candidate), so a re-chunk keeps what was learned. Returns the evidence, as LearnFromTraffic records it (the
@@ -271,12 +267,13 @@ def carry_learned(builder, embedder) -> list[dict]:
             {"base": builder.base.id, "docs": sorted(builder.written_documents)}).all()
         if not rows:
             return []
-        sources = _sources_by_document(s)
+        # (document, question) -> the source it was learned from (the latest change's, when several)
+        sources = {(r.document_id, normalise(r.question)): r.source for r in _promoted_evidence(s)}
         version = get_version(s, builder.id)
         by_chunk: dict[int, list[tuple[str, str]]] = {}
         for row in rows:
             for question in learned_lines(row.search_text):
-                hits = search(s, embedder, question, k=1, settings=builder.store.settings, version=version,
+                hits = search(s, builder.embedder, question, k=1, settings=builder.store.settings, version=version,
                               filters=Filters(document_ids=(row.document_id,)))
                 if hits:
                     source = sources.get((row.document_id, normalise(question)), "carried")  # its record pruned
