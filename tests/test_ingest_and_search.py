@@ -147,14 +147,16 @@ def test_reindex_switches_versions_atomically(clean_store, embedder, corpus):
 
 
 def test_abandoned_build_is_rolled_back_and_active_untouched(clean_store, embedder, corpus):
-    """A reindex that dies half-way leaves a `building` version; the active one keeps answering."""
+    """A reindex that fails half-way rolls its version back at once; one whose process died (a `building` or a
+    finished but not yet active `candidate` version left behind) is rolled back by the next one. The active
+    version keeps answering throughout."""
+    from store.candidate import CandidateBuilder
+    from store.kb_versions import require_active
+
     ingest(clean_store, embedder, [str(corpus)])
 
     class Exploding:
         name, dim = embedder.name, embedder.dim
-
-        def __init__(self):
-            self.calls = 0
 
         def embed_passages(self, texts):
             raise RuntimeError("killed half-way")
@@ -165,12 +167,21 @@ def test_abandoned_build_is_rolled_back_and_active_untouched(clean_store, embedd
     with pytest.raises(RuntimeError, match="half-way"):
         reindex(clean_store, Exploding(), reason="crash")
     with clean_store.session() as s:
-        assert dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all()) == {1: "active", 2: "building"}
+        assert dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all()) == {1: "active", 2: "rolled_back"}
+        assert s.execute(sa.text("SELECT count(*) FROM chunks WHERE kb_version = 2")).scalar_one() == 0
         assert search(s, embedder, "matcha", k=1)[0].title == "Green tea"
+        base = require_active(s)
+    # processes that died: one while writing chunks, one after finishing but before the switch
+    CandidateBuilder(clean_store, embedder, base, reason="died while building")
+    died = CandidateBuilder(clean_store, embedder, base, reason="died before the switch")
+    died.copy_unchanged()
+    died.finish()
     report = reindex(clean_store, embedder)
     with clean_store.session() as s:
         statuses = dict(s.execute(sa.text("SELECT id, status FROM kb_versions")).all())
-    assert statuses == {1: "retired", 2: "rolled_back", 3: "active"} and report.new_version == 3
+        left = s.execute(sa.text("SELECT count(*) FROM chunks WHERE kb_version IN (3, 4)")).scalar_one()
+    assert statuses == {1: "retired", 2: "rolled_back", 3: "rolled_back", 4: "rolled_back", 5: "active"}
+    assert report.new_version == 5 and left == 0
 
 
 def test_jsonl_corpus_keeps_source_ids(clean_store, embedder, tmp_path):
@@ -285,7 +296,7 @@ def test_vector_score_is_chunk_and_best_sentence_and_older_chunks_keep_their_own
 def test_a_whole_version_is_indexed_with_the_build_memory_setting(clean_store, embedder, corpus, monkeypatch):
     """pgvector builds the HNSW graph in maintenance_work_mem (64 MB by default, far too little for a million
     chunks); the build of a whole version gets KAIZEN_INDEX_BUILD_MB for its own transaction only."""
-    import store.reindex as reindex_module
+    import store.candidate as candidate_module
     from store.kb_versions import create_vector_index
 
     ingest(clean_store, embedder, [str(corpus)])
@@ -301,8 +312,8 @@ def test_a_whole_version_is_indexed_with_the_build_memory_setting(clean_store, e
                          {"n": f"chunks_embedding_v{version.id}"}).scalar_one() == 1
 
     seen = []
-    real = reindex_module.create_vector_index
-    monkeypatch.setattr(reindex_module, "create_vector_index",
+    real = candidate_module.create_vector_index
+    monkeypatch.setattr(candidate_module, "create_vector_index",
                         lambda s, v, dim, build_mb=None: (seen.append(build_mb), real(s, v, dim, build_mb))[1])
     monkeypatch.setattr(clean_store, "settings", clean_store.settings.model_copy(update={"index_build_mb": 321}))
     reindex(clean_store, embedder, reason="build memory")

@@ -70,9 +70,10 @@ def test_evidence_is_train_probes_and_good_answers_never_held_out_or_bad_ones(kb
 
 
 def test_a_learned_chunk_keeps_its_text_and_is_found_by_the_question_it_learned(kb, embedder):
-    from eval.repair.candidate import CandidateBuilder
-    from eval.repair.learning import LEARNED_HEADER, LearnFromTraffic, gather, learned_lines
+    from eval.repair.learning import LearnFromTraffic, gather
+    from store.candidate import CandidateBuilder
     from store.kb_versions import require_active
+    from store.learned import HEADER, learned_lines
 
     question = "Which bird has fourteen vertebrae in its neck?"
     answer(kb, question, "d-owl", 1)
@@ -93,7 +94,7 @@ def test_a_learned_chunk_keeps_its_text_and_is_found_by_the_question_it_learned(
                 "JOIN documents d ON d.id = n.document_id WHERE n.kb_version = :c AND d.source_id = 'd-owl'"),
                 {"b": base.id, "c": builder.id}).one()
         assert rows.text == rows.old_text and rows.origin == "learned" and rows.derived_from is not None
-        assert f"\n{LEARNED_HEADER}\n" in rows.search_text and question in learned_lines(rows.search_text)
+        assert f"\n{HEADER}\n" in rows.search_text and question in learned_lines(rows.search_text)
         from store.kb_versions import get_version
         from store.search import search
 
@@ -173,10 +174,11 @@ def test_a_flood_of_good_ratings_is_one_line_and_the_guard_still_decides(kb, emb
 
 
 def test_a_learned_question_whose_answer_is_deleted_is_withdrawn_on_the_next_pass(kb, embedder, monkeypatch):
-    from eval.repair.learning import LearnFromTraffic, gather, learned_lines
+    from eval.repair.learning import LearnFromTraffic, gather
     from eval.repair.planner import run_planner
     from eval.settings import EvalSettings
     from store.kb_versions import require_active
+    from store.learned import learned_lines
 
     question = "Which bird has fourteen vertebrae in its neck?"
     iid = answer(kb, question, "d-owl", 1)
@@ -205,7 +207,7 @@ def test_a_learned_question_whose_answer_is_deleted_is_withdrawn_on_the_next_pas
 
 
 def promoted_lines(store, version_id: int) -> list[str]:
-    from eval.repair.learning import learned_lines
+    from store.learned import learned_lines
 
     with store.session() as s:
         texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v AND origin = 'learned'"),
@@ -213,16 +215,11 @@ def promoted_lines(store, version_id: int) -> list[str]:
     return [line for t in texts for line in learned_lines(t)]
 
 
-def test_a_re_chunk_keeps_the_learned_questions_and_where_they_came_from(kb, embedder, monkeypatch):
-    """tune_chunking and rechunk_all rebuild every chunk from the document bodies; what was learned from traffic
-    goes to the new chunk of its document that best answers it, with its evidence, so a deleted answer still
-    withdraws it afterwards."""
-    from eval.repair.actions import Rebuild
-    from eval.repair.candidate import CandidateBuilder
-    from eval.repair.learning import LearnFromTraffic, _withdrawn, learned_lines
+def learn_one_good_answer(kb, embedder, monkeypatch) -> tuple[str, int]:
+    """A /good answer about the owl, learned by a promoted planner run (with the train probes it learns too)."""
+    from eval.repair.learning import LearnFromTraffic
     from eval.repair.planner import run_planner
     from eval.settings import EvalSettings
-    from store.kb_versions import record_change, require_active
 
     question = "Which bird has fourteen vertebrae in its neck?"
     iid = answer(kb, question, "d-owl", 1)
@@ -230,27 +227,79 @@ def test_a_re_chunk_keeps_the_learned_questions_and_where_they_came_from(kb, emb
     plan = run_planner(kb, embedder=embedder, settings=EvalSettings.defaults(improve_min_evidence=1, guard_answers=0),
                        llm=lambda: pytest.fail("no model"))
     assert [r.decision for r in plan.results if r.action["kind"] == "learn_from_traffic"][:1] == ["promoted"]
+    return question, iid
+
+
+def owl_chunks_with(store, version_id: int, question: str) -> list[int]:
+    from store.learned import learned_lines
+
+    with store.session() as s:
+        owl = s.execute(sa.text(
+            "SELECT c.id, c.search_text FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE c.kb_version = :v AND d.source_id = 'd-owl' ORDER BY c.ordinal"), {"v": version_id}).all()
+    return [r.id for r in owl if question in learned_lines(r.search_text)]
+
+
+def test_a_re_chunk_keeps_the_learned_questions_and_where_they_came_from(kb, embedder, monkeypatch):
+    """tune_chunking and rechunk_all rebuild every chunk from the document bodies; what was learned from traffic
+    goes to the new chunk of its document that best answers it, with its evidence, so a deleted answer still
+    withdraws it afterwards."""
+    from eval.repair.actions import Rebuild
+    from eval.repair.learning import _withdrawn
+    from store.candidate import CandidateBuilder
+    from store.kb_versions import record_change, require_active
+
+    question, iid = learn_one_good_answer(kb, embedder, monkeypatch)
     with kb.session() as s:
         base = require_active(s)
     action = Rebuild(target="t", reason="test", chunk_tokens=64, chunk_overlap=8)
     builder = CandidateBuilder(kb, embedder, base, reason="test", chunk_tokens=64, chunk_overlap=8)
     try:
         build = action.build(builder, types.SimpleNamespace(store=kb, check=None))
+        builder.finish()
+        carried = builder.carried
         learned = promoted_lines(kb, base.id)  # the answer's question and the train probes the planner learned
-        assert question in learned and build["carried_learned"] == len(learned) == len(build["evidence"])
-        assert {e["question"] for e in build["evidence"]} == set(learned)
-        [mine] = [e for e in build["evidence"] if e["question"] == question]
+        assert question in learned and len(carried) == len(learned)
+        assert {e["question"] for e in carried} == set(learned)
+        [mine] = [e for e in carried if e["question"] == question]
         assert mine["source"] == f"good:{iid}"
-        assert all(e["source"].startswith("probe:") for e in build["evidence"] if e is not mine)
+        assert all(e["source"].startswith("probe:") for e in carried if e is not mine)
+        assert owl_chunks_with(kb, builder.id, question) == [mine["chunk_id"]]
         with kb.session() as s:
-            owl = s.execute(sa.text(
-                "SELECT c.id, c.search_text, c.origin FROM chunks c JOIN documents d ON d.id = c.document_id "
-                "WHERE c.kb_version = :v AND d.source_id = 'd-owl' ORDER BY c.ordinal"), {"v": builder.id}).all()
-            assert [r.id for r in owl if question in learned_lines(r.search_text)] == [mine["chunk_id"]]
             record_change(s, kind="repair:rechunk_all", actor="test", kb_version=builder.id,
-                          after={"build": build}, decision="promoted")
+                          after={"build": {**build, "evidence": carried}}, decision="promoted")
             s.execute(sa.text("DELETE FROM interactions WHERE id = :i"), {"i": iid})
             withdrawn = _withdrawn(s, builder.id)
         assert (mine["chunk_id"], question) in {(e.chunk_id, e.question) for e in withdrawn}
     finally:
         builder.discard("test", "test over")
+
+
+def test_kaizen_reindex_keeps_what_was_learned_and_a_deleted_answer_still_withdraws_it(kb, embedder, monkeypatch):
+    """`kaizen reindex` re-chunks every document from its body, below the planner: the learned questions go to the
+    new version's chunks, the change log says so, and the evidence still leads back to the answer."""
+    import json
+
+    from eval.repair.learning import gather
+    from store.kb_versions import require_active
+    from tests.support.common import run_cli
+
+    question, iid = learn_one_good_answer(kb, embedder, monkeypatch)
+    before = active_id(kb)
+    learned = promoted_lines(kb, before)
+    out = run_cli("reindex", "--json", env={"KAIZEN_CHUNK_TOKENS": "32", "KAIZEN_CHUNK_OVERLAP": "4"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    after = active_id(kb)
+    assert report["new_version"] == after != before and report["carried_learned"] == len(learned)
+    assert sorted(promoted_lines(kb, after)) == sorted(learned)
+    assert len(owl_chunks_with(kb, after, question)) == 1
+    with kb.session() as s:
+        assert s.execute(sa.text("SELECT chunk_tokens FROM kb_versions WHERE id = :v"), {"v": after}).scalar() == 32
+        [change] = s.execute(sa.text("SELECT after FROM kb_changes WHERE kind = 'learned_carried' AND kb_version = :v"),
+                             {"v": after}).scalars().all()
+        assert {(e["question"], e["source"]) for e in change["build"]["evidence"]} >= {(question, f"good:{iid}")}
+        s.execute(sa.text("DELETE FROM interactions WHERE id = :i"), {"i": iid})
+        version = require_active(s)
+    _, unlearn = gather(kb, embedder, version)
+    assert [(e.question, e.source) for e in unlearn] == [(question, f"withdrawn:{iid}")]

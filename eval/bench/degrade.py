@@ -9,7 +9,7 @@ import random
 
 import sqlalchemy as sa
 
-from eval.repair.candidate import CandidateBuilder
+from store.candidate import CandidateBuilder
 from store.indexing import PreparedChunk, embed_chunks
 from store.kb_versions import activate, require_active
 

@@ -14,11 +14,11 @@ from typing import Any, Callable, ClassVar
 
 import sqlalchemy as sa
 
+from store.candidate import CandidateBuilder, IndexedTextChange, update_indexed_text
 from store.errors import KaizenError
 from store.indexing import content_hash, search_text_for
 from store.kb_versions import record_change
 
-from .candidate import CandidateBuilder, IndexedTextChange, update_indexed_text
 from .llm_outputs import generate_enrichment, generate_rewrite
 
 
@@ -103,13 +103,10 @@ class Rebuild(Action):
         return self.chunk_tokens, self.chunk_overlap
 
     def build(self, builder, ctx):
-        from .learning import carry_learned
-
         docs = _documents(ctx.store, None)
         written = builder.rechunk(docs, check=ctx.check)
-        carried = carry_learned(builder)  # what was learned from traffic survives the re-chunk
         return {"documents": len(docs), "chunks": written, "chunk_tokens": self.chunk_tokens,
-                "chunk_overlap": self.chunk_overlap, "carried_learned": len(carried), "evidence": carried}
+                "chunk_overlap": self.chunk_overlap}
 
 
 @dataclass

@@ -310,8 +310,8 @@ def diagnose(store, embedder, version, *, explore: bool = False, learn: bool = T
     found, train_metrics = retrieval(store, embedder, version, explore=explore, max_chunks=max_model_chunks)
     findings += found
     if learn and not any(f.action for f in findings):  # defects first; improvements once there are none
-        # tuning before learning: a re-chunked candidate drops the learned lines, and learned questions would
-        # score every parameter alike
+        # tuning before learning: tuning scores on the train probes not yet learned (a learned question scores
+        # every parameter alike), so it is worth most before learning takes probes away from it
         findings += tuning(store, embedder, version, settings, deadline=deadline)
         findings += learning(store, embedder, version, min_evidence=settings.improve_min_evidence,
                              trusted=trusted_llm_metrics(store, settings=settings))

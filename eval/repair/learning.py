@@ -14,31 +14,26 @@ A /bad answer does the opposite: its question is never learned, and a line equal
 text of the chunks it cited. Held-out probe questions never feed it (nor an answer to the same question), so the
 guard that judges the change on them is not judging its own training data. Each addition is one line of the
 chunk's indexed text, recorded with its evidence (`kb_changes.after -> build -> evidence`); at most
-`MAX_LEARNED_PER_CHUNK` learned lines a chunk. Evidence already tried (promoted or rolled back) is not proposed
-again, so the planner does not rebuild the same candidate on every run.
+`store.learned.MAX_PER_CHUNK` learned lines a chunk. Evidence already tried (promoted or rolled back) is not
+proposed again, so the planner does not rebuild the same candidate on every run. How learned lines are written, read
+and carried through a re-chunk is store/learned.py's and store/candidate.py's.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import sqlalchemy as sa
 
+from store.candidate import IndexedTextChange, update_indexed_text
+from store.learned import MAX_PER_CHUNK, ORIGIN, learned_lines, normalise, recorded_evidence, with_learned
 from store.lexical import lexical_text
 
 from .actions import Action, NothingToBuild
-from .candidate import IndexedTextChange, update_indexed_text
 
 HIGH_SCORE = 0.8
-MAX_LEARNED_PER_CHUNK = 8
 MAX_LEARNED_CHARS = 300  # a question longer than this is not a question to index
-LEARNED_HEADER = "Questions this answers:"  # the line learned questions follow in the indexed text
-
-
-def normalise(question: str) -> str:
-    return " ".join(re.sub(r"[?？。.!！]+$", "", question.strip()).split()).lower()
 
 
 @dataclass
@@ -49,18 +44,6 @@ class Evidence:
 
     def as_dict(self) -> dict:
         return {"chunk_id": self.chunk_id, "question": self.question, "source": self.source}
-
-
-def learned_lines(search_text: str) -> list[str]:
-    """The questions already learned into this indexed text."""
-    _, sep, tail = search_text.partition(f"\n{LEARNED_HEADER}\n")
-    return [line for line in tail.splitlines() if line.strip()] if sep else []
-
-
-def with_learned(search_text: str, lines: list[str]) -> str:
-    """The indexed text with exactly these learned lines (none: the text as it was before any learning)."""
-    base = search_text.partition(f"\n{LEARNED_HEADER}\n")[0]
-    return base + (f"\n{LEARNED_HEADER}\n" + "\n".join(lines) if lines else "")
 
 
 def _tried_sources(session) -> set[str]:
@@ -113,21 +96,9 @@ def refusal(session, question: str, chunk_id: int, chunk_text: str, *, from_peop
     return None if shares else "shares no search term with the chunk"
 
 
-def _promoted_evidence(session) -> list:
-    """What promoted changes learned, oldest change first: (source, question, chunk_id, document_id) for each
-    question a probe or an answer taught (learn_from_traffic, and the re-chunks that carried its lines on,
-    carry_learned); document_id is None once the chunk is pruned."""
-    return session.execute(sa.text(
-        "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id, "
-        "ch.document_id FROM kb_changes c CROSS JOIN jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
-        "LEFT JOIN chunks ch ON ch.id = (e ->> 'chunk_id')::int "
-        "WHERE c.decision = 'promoted' AND split_part(e ->> 'source', ':', 1) IN ('probe', 'good', 'scored') "
-        "ORDER BY c.id")).all()
-
-
 def _withdrawn(session, version_id: int) -> list[Evidence]:
     """Learned questions whose only evidence was answers that are gone now (deleted interactions): to unlearn."""
-    rows = _promoted_evidence(session)
+    rows = recorded_evidence(session)
     if not rows:
         return []
     people = {int(r.source.split(":")[1]) for r in rows if not r.source.startswith("probe:")}
@@ -211,7 +182,7 @@ class LearnFromTraffic(Action):
     """Questions answered well appended to the indexed text of the chunks that answered them (see the module)."""
 
     kind: ClassVar[str] = "learn_from_traffic"
-    origin: ClassVar[str] = "learned"
+    origin: ClassVar[str] = ORIGIN
     learn: list[dict] = field(default_factory=list)  # Evidence.as_dict()
     unlearn: list[dict] = field(default_factory=list)
 
@@ -241,7 +212,7 @@ class LearnFromTraffic(Action):
             drop = {normalise(q) for q in wanted["drop"]}
             lines = [line for line in learned_lines(row.search_text) if normalise(line) not in drop]
             lines += [" ".join(q.split()) for q in wanted["add"]]
-            lines = lines[-MAX_LEARNED_PER_CHUNK:]
+            lines = lines[-MAX_PER_CHUNK:]
             changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
                                              with_learned(row.search_text, lines), self.origin, row.id))
         if not changes:
@@ -250,49 +221,6 @@ class LearnFromTraffic(Action):
         sources = sorted({e["source"] for e in self.learn + self.unlearn})
         return {"chunks": len(changes), "learned": len(self.learn), "unlearned": len(self.unlearn),
                 "evidence": self.learn + self.unlearn, "evidence_sources": sources}
-
-
-def carry_learned(builder) -> list[dict]:
-    """After `builder` re-chunked documents of its base version, give each learned question of the base version's
-    chunks of those documents to the new chunk of the same document that best answers it (a filtered search of the
-    candidate), so a re-chunk keeps what was learned. Returns the evidence, as LearnFromTraffic records it (the
-    source it was first learned from), for withdrawal to find."""
-    from store.kb_versions import get_version
-    from store.search import Filters, search
-
-    with builder.store.session() as s:
-        rows = s.execute(sa.text(
-            "SELECT o.document_id, o.search_text FROM chunks o WHERE o.kb_version = :base AND o.origin = 'learned' "
-            "AND o.document_id = ANY(:docs) ORDER BY o.document_id, o.ordinal"),
-            {"base": builder.base.id, "docs": sorted(builder.written_documents)}).all()
-        if not rows:
-            return []
-        # (document, question) -> the source it was learned from (the latest change's, when several)
-        sources = {(r.document_id, normalise(r.question)): r.source for r in _promoted_evidence(s)}
-        version = get_version(s, builder.id)
-        by_chunk: dict[int, list[tuple[str, str]]] = {}
-        for row in rows:
-            for question in learned_lines(row.search_text):
-                hits = search(s, builder.embedder, question, k=1, settings=builder.store.settings, version=version,
-                              filters=Filters(document_ids=(row.document_id,)))
-                if hits:
-                    source = sources.get((row.document_id, normalise(question)), "carried")  # its record pruned
-                    by_chunk.setdefault(hits[0].chunk_id, []).append((question, source))
-        chunks = {r.id: r for r in s.execute(sa.text(
-            "SELECT c.id, c.document_id, c.ordinal, d.title, c.search_text FROM chunks c JOIN documents d "
-            "ON d.id = c.document_id WHERE c.id = ANY(:ids)"), {"ids": sorted(by_chunk)}).all()}
-    changes, evidence = [], []
-    for chunk_id, learned in by_chunk.items():
-        row = chunks[chunk_id]
-        source_of: dict[str, str] = {}  # a question two overlapping old chunks had is one line
-        for question, source in learned:
-            source_of.setdefault(question, source)
-        lines = list(source_of)[-MAX_LEARNED_PER_CHUNK:]
-        changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
-                                         with_learned(row.search_text, lines), LearnFromTraffic.origin))
-        evidence += [{"chunk_id": chunk_id, "question": q, "source": source_of[q]} for q in lines]
-    update_indexed_text(builder, changes)
-    return evidence
 
 
 def _record_refused(store, version_id: int, rejected: list[dict]) -> None:

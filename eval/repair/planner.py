@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from eval.judging.trust import GOLD_METRICS, trusted_llm_metrics
 from eval.settings import EvalSettings
 from store import locks
+from store.candidate import CandidateBuilder
 from store.kb_versions import activate, record_change, require_active
 from store.reindex import clean_abandoned
 
 from .actions import Action, NothingToBuild, RepairContext, SourceVanished
-from .candidate import CandidateBuilder
 from .diagnose import diagnose
 from .guard import AnswerScorer, HeldoutScorer, answers_regress, decide
 
@@ -92,6 +92,7 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
     started = time.perf_counter()
     lock_lost = False
     with locks.session_lock(reindex_lock_conn, locks.REINDEX):
+        clean_abandoned(store)  # under the lock: no other process is building or judging a version now
         with store.session() as s:
             base = require_active(s)
             base_change = _last_change(s, base.id)
@@ -103,6 +104,9 @@ def _apply(store, embedder, action: Action, ctx: RepairContext, scorer: HeldoutS
         try:
             result.build = action.build(builder, ctx)
             builder.finish()
+            if builder.carried:  # what re-chunked documents had learned, recorded where withdrawal looks for it
+                result.build = {**result.build, "carried_learned": len(builder.carried),
+                                "evidence": result.build.get("evidence", []) + builder.carried}
         except (SourceVanished, NothingToBuild) as exc:
             result.decision, result.reason = "skipped", str(exc)
         except Exception as exc:  # a crash half-way: the candidate goes, the active version was never touched
@@ -251,8 +255,6 @@ def run_planner(store, *, alert_id: int | None = None, dry_run: bool = False, em
                 notes.append(f"no quality alert {alert_id}")
             with store.session() as s:
                 plan.active_before = require_active(s).id
-            if not dry_run:
-                clean_abandoned(store)
             ctx = RepairContext(store, embedder, llm or _default_llm, check=check, settings=settings)
             scorer = HeldoutScorer(store, embedder)
             answers = _answer_scorer(store, embedder, ctx)

@@ -207,12 +207,11 @@ def tuning_probes(store, version) -> list:
     question finds its chunk by its own words, so it would score every parameter alike and favour the version
     that learned it over a re-chunked one)."""
     from eval.probes.sets import load_probes
-
-    from .learning import LEARNED_HEADER, learned_lines, normalise
+    from store.learned import HEADER, learned_lines, normalise
 
     with store.session() as s:
         texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v AND origin = 'learned' "
-                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": LEARNED_HEADER}).scalars()
+                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": HEADER}).scalars()
         learned = {normalise(line) for text in texts for line in learned_lines(text)}
     return [p for p in load_probes(store, split="train") if normalise(p.question) not in learned]
 

@@ -1,10 +1,15 @@
-"""A candidate KB version built beside the active one, cheaply: unchanged documents' chunk rows are copied with
-their embeddings (SQL, no model call), and only what an action changes is chunked and embedded.
+"""A KB version built beside the active one: by a repair (eval/repair), cheaply, where unchanged documents' chunk
+rows are copied with their embeddings (SQL, no model call) and only what an action changes is chunked and embedded;
+or whole, from the configured settings, by `kaizen reindex` (store/reindex.py).
 
 Lifecycle: `building` (rows being written) -> `candidate` (complete, indexed, being judged) -> `active` (promoted,
 one transaction through store.kb_versions.activate) or `rolled_back` (its chunks and index are dropped). Until
 promotion the active version is never written to, so a crash at any point leaves it untouched; an orphan
 `building` version is cleaned by store.reindex.clean_abandoned on the next run.
+
+A document re-chunked here keeps what was learned from traffic (store/learned.py): when the version is finished,
+each learned question of the base version's chunks of that document goes to the new chunk of the same document
+that best answers it, and `carried` holds the evidence for the change to record.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import dataclasses
 
 import sqlalchemy as sa
 
-from store.chunking import Chunker
-from store.indexing import PreparedChunk, prepare, write_chunks
-from store.kb_versions import (
+from . import learned
+from .chunking import Chunker
+from .indexing import PreparedChunk, embed_chunks, prepare, vector_params, write_chunks
+from .kb_versions import (
     KBVersion,
     create_vector_index,
     create_version,
@@ -23,6 +29,7 @@ from store.kb_versions import (
     get_version,
     record_change,
 )
+from .lexical import CURRENT_SCHEME, lexical_text
 
 _COPY = sa.text(
     """
@@ -43,27 +50,40 @@ class _Doc:
 
 
 class CandidateBuilder:
-    """Write one candidate version derived from `base`. Use `copy_unchanged`, then `replace_document(s)` /
-    `write`, then `finish`; on any error call `discard` (the planner does)."""
+    """Write one candidate version derived from `base`. Use `copy_unchanged`, then `rechunk` / `write` /
+    `update_indexed_text`, then `finish`; on any error call `discard` (the planner does).
 
-    def __init__(self, store, embedder, base: KBVersion, *, reason: str, chunk_tokens: int | None = None,
-                 chunk_overlap: int | None = None, search_params: dict | None = None):
+    A repair's candidate keeps the base version's text search configuration, lexical scheme and (unless given)
+    chunk and search parameters, so copied rows stay valid in it. `from_settings=True` (`kaizen reindex`, which
+    re-chunks everything) takes them from the configured settings instead, and keeps the base version's tuned
+    search parameters only if they were tuned for the same embedding model; `base` may then be None (nothing
+    indexed yet)."""
+
+    def __init__(self, store, embedder, base: KBVersion | None, *, reason: str, chunk_tokens: int | None = None,
+                 chunk_overlap: int | None = None, search_params: dict | None = None, from_settings: bool = False):
         self.store = store
         self.embedder = embedder
         self.base = base
-        settings = store.settings.model_copy(update={
-            "text_search_config": base.text_search_config, "chunk_tokens": chunk_tokens or base.chunk_tokens,
-            "chunk_overlap": base.chunk_overlap if chunk_overlap is None else chunk_overlap})
+        if from_settings:
+            settings, scheme = store.settings, CURRENT_SCHEME
+            if search_params is None and base is not None and base.embedding_model == embedder.name:
+                search_params = base.search_params
+        else:
+            settings = store.settings.model_copy(update={
+                "text_search_config": base.text_search_config, "chunk_tokens": chunk_tokens or base.chunk_tokens,
+                "chunk_overlap": base.chunk_overlap if chunk_overlap is None else chunk_overlap})
+            scheme = base.lexical_scheme
+            search_params = base.search_params if search_params is None else search_params
         with store.session() as s:
             self.version = create_version(s, reason=reason, status="building", embedding_model=embedder.name,
-                                          embedding_dim=embedder.dim, settings=settings, parent_id=base.id,
-                                          with_index=False, lexical_scheme=base.lexical_scheme,
-                                          search_params=base.search_params if search_params is None
-                                          else search_params)
+                                          embedding_dim=embedder.dim, settings=settings,
+                                          parent_id=base.id if base else None, with_index=False,
+                                          lexical_scheme=scheme, search_params=search_params)
         self.chunker = Chunker(embedder.count_tokens, self.version.chunk_tokens, self.version.chunk_overlap)
         self.written_documents: set[int] = set()
         self.embedded_chunks = 0
         self.copied_chunks = 0
+        self.carried: list[dict] = []  # learned questions given to re-chunked documents' new chunks (finish)
 
     @property
     def id(self) -> int:
@@ -112,7 +132,9 @@ class CandidateBuilder:
         self.written_documents.add(document_id)
 
     def finish(self) -> KBVersion:
-        """Index the version and mark it `candidate`: complete and searchable, not active."""
+        """Carry the learned questions of re-chunked documents over, index the version and mark it `candidate`:
+        complete and searchable, not active."""
+        self.carried = self._carry_learned()
         with self.store.session() as s:
             create_vector_index(s, self.id, self.version.embedding_dim, self.store.settings.index_build_mb)
             s.execute(sa.text("UPDATE kb_versions SET status = 'candidate' WHERE id = :id AND status = 'building'"),
@@ -122,6 +144,47 @@ class CandidateBuilder:
 
     def discard(self, actor: str, reason: str) -> None:
         discard_version(self.store, self.id, actor=actor, reason=reason)
+
+    def _carry_learned(self) -> list[dict]:
+        """Give each learned question of the base version's chunks of the re-chunked documents to the new chunk of
+        the same document that best answers it (a search of this version filtered to the document). Returns the
+        evidence as learning records it, with the source each question was first learned from ("carried" once
+        that record is pruned)."""
+        from .search import Filters, search
+
+        if self.base is None or not self.written_documents:
+            return []
+        with self.store.session() as s:
+            rows = s.execute(sa.text(
+                "SELECT document_id, search_text FROM chunks WHERE kb_version = :base AND origin = :origin "
+                "AND document_id = ANY(:docs) ORDER BY document_id, ordinal"),
+                {"base": self.base.id, "origin": learned.ORIGIN, "docs": sorted(self.written_documents)}).all()
+            if not rows:
+                return []
+            # (document, question) -> the source it was learned from (the latest change's, when several)
+            sources = {(r.document_id, learned.normalise(r.question)): r.source
+                       for r in learned.recorded_evidence(s)}
+            version = get_version(s, self.id)
+            by_chunk: dict[int, dict[str, str]] = {}  # a question two overlapping old chunks had is one line
+            for row in rows:
+                for question in learned.learned_lines(row.search_text):
+                    hits = search(s, self.embedder, question, k=1, settings=self.store.settings, version=version,
+                                  filters=Filters(document_ids=(row.document_id,)))
+                    if hits:
+                        source = sources.get((row.document_id, learned.normalise(question)), "carried")
+                        by_chunk.setdefault(hits[0].chunk_id, {}).setdefault(question, source)
+            chunks = {r.id: r for r in s.execute(sa.text(
+                "SELECT c.id, c.document_id, c.ordinal, d.title, c.search_text FROM chunks c JOIN documents d "
+                "ON d.id = c.document_id WHERE c.id = ANY(:ids)"), {"ids": sorted(by_chunk)}).all()}
+        changes, evidence = [], []
+        for chunk_id, source_of in by_chunk.items():
+            row = chunks[chunk_id]
+            lines = list(source_of)[-learned.MAX_PER_CHUNK:]
+            changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
+                                             learned.with_learned(row.search_text, lines), learned.ORIGIN))
+            evidence += [{"chunk_id": chunk_id, "question": q, "source": source_of[q]} for q in lines]
+        update_indexed_text(self, changes)
+        return evidence
 
 
 def discard_version(store, version_id: int, *, actor: str, reason: str) -> None:
@@ -165,9 +228,6 @@ class IndexedTextChange:
 
 def update_indexed_text(builder: CandidateBuilder, changes: list[IndexedTextChange]) -> int:
     """Re-embed and re-index the given chunks of the candidate (copied there first)."""
-    from store.indexing import embed_chunks, vector_params
-    from store.lexical import lexical_text
-
     if not changes:
         return 0
     vectors = embed_chunks(builder.embedder, [c.title for c in changes], [c.search_text for c in changes])
