@@ -228,7 +228,7 @@ class E5Runtime:
     `threads`: CPU threads for a call (default: all cores). The texts (or 510-token windows of long texts) are cut
     into micro-batches that run concurrently, one per thread with single-threaded BLAS (numpy drops the GIL in
     sgemm and in the element-wise ops, so the GELU/softmax/layer-norm work is parallel too). When everything is one
-    batch (a question), each layer is cut across the threads instead (`_forward_split`): a question took 0.63-0.70x
+    batch (a question), each layer is cut across the threads instead (`_forward`'s parts): a question took 0.63-0.70x
     the time of one thread, 28 ms against 40 for ClapNQ's and 32 against 47 for JSQuAD's on a slow day.
     `batch_tokens`: tokens in one forward pass at most (there is no padding); batches are cut at 4096 tokens anyway
     (measured best here), smaller only to give every thread several, and a single 512-token window always fits.
@@ -409,7 +409,7 @@ class E5Runtime:
         workers = min(self.threads, len(batches))
         with self._blas_limit(1):
             if len(batches) == 1 and self.threads > 1:  # one batch (a question): each layer is cut across threads
-                pooled[batches[0]] = self._forward_split(
+                pooled[batches[0]] = self._forward(
                     [windows[w][1] for w in batches[0]], self._helper_pool(), self.threads
                 )
             elif workers <= 1:
@@ -420,39 +420,22 @@ class E5Runtime:
                     for _ in pool.map(one, batches):
                         pass
 
-    def _forward(self, seqs: list[list[int]]) -> np.ndarray:
+    def _forward(self, seqs: list[list[int]], helpers: ThreadPoolExecutor | None = None,
+                 parts: int = 1) -> np.ndarray:
         """Mean-pooled (not normalised) last hidden states of `<s> seq </s>` for each content sequence.
 
         The tokens of all sequences are concatenated into one [N, H] matrix (no padding): every linear layer is
-        one sgemm over all of them, and attention runs per run of equal-length sequences on strided views."""
-        H = self.H
-        x, starts, lens, groups = self._inputs(seqs)
-        ctx = np.empty_like(x)
-        for ly in self.layers:
-            qkv = _linear(x, ly.w_qkv)
-            qkv[:, :H] += ly.b_q
-            self._attend(qkv, 3 * H, self.NH, groups, ctx)
-            ao = _linear(ctx, ly.w_o)
-            ao += ly.b_o
-            x += ao
-            _layernorm_inplace(x, ly.ln1_w, ly.ln1_b, self.eps)
-            h = _linear(x, ly.w_i)
-            _gelu_inplace(h, ly.b_i)
-            fo = _linear(h, ly.w_f)
-            fo += ly.b_f
-            x += fo
-            _layernorm_inplace(x, ly.ln2_w, ly.ln2_b, self.eps)
-        return _mean_pool(x, starts, lens)
+        one sgemm over all of them, and attention runs per run of equal-length sequences on strided views.
 
-    def _forward_split(self, seqs: list[list[int]], helpers: ThreadPoolExecutor, parts: int) -> np.ndarray:
-        """`_forward` with each layer cut across `parts` threads, for one batch alone (a question) to use the cores.
-
-        Each part takes a share of the attention heads (their query/key/value rows, their attention, and their
-        columns of the output projection) and then a share of the feed-forward units (their rows of the first
-        matrix, GELU, their columns of the second); the parts' partial outputs add up to the layer's. So a layer
-        is two hand-offs to the helper threads, and GELU and attention run in parallel too. (BLAS's own threads
-        would cut the sgemms as well, but spin for ~0.13 s of CPU after every call, which the chat model's
-        prefill, started right after the question is embedded, would pay for; idle helpers wait without spinning.)
+        With `parts` > 1 (one batch alone, a question, to use the cores) each layer is cut across `parts` threads,
+        `helpers` running all but the first part: each part takes a share of the attention heads (their query/key/
+        value rows, their attention, and their columns of the output projection) and then a share of the feed-
+        forward units (their rows of the first matrix, GELU, their columns of the second); the parts' partial
+        outputs add up to the layer's. So a layer is two hand-offs to the helper threads, and GELU and attention
+        run in parallel too. (BLAS's own threads would cut the sgemms as well, but spin for ~0.13 s of CPU after
+        every call, which the chat model's prefill, started right after the question is embedded, would pay for;
+        idle helpers wait without spinning.) One part is the whole layer, with one sgemm for the query, key and
+        value projections together.
         """
         H, hd = self.H, self.head_dim
         x, starts, lens, groups = self._inputs(seqs)
@@ -462,11 +445,13 @@ class E5Runtime:
         def attention(ly: _Layer, p: int) -> np.ndarray:
             a, b = heads[p] * hd, heads[p + 1] * hd
             w = ly.w_qkv
-            q = _linear(x, w[a:b])
-            q += ly.b_q[a:b]
-            k, v = _linear(x, w[H + a : H + b]), _linear(x, w[2 * H + a : 2 * H + b])
-            qkv = np.concatenate([q, k, v], axis=1)
-            ctx = np.empty_like(q)
+            if parts == 1:
+                qkv = _linear(x, w)
+            else:
+                qkv = np.concatenate([_linear(x, w[a:b]), _linear(x, w[H + a : H + b]),
+                                      _linear(x, w[2 * H + a : 2 * H + b])], axis=1)
+            qkv[:, : b - a] += ly.b_q[a:b]
+            ctx = np.empty((x.shape[0], b - a), dtype=np.float32)
             self._attend(qkv, 3 * (b - a), heads[p + 1] - heads[p], groups, ctx)
             return _linear(ctx, ly.w_o[:, a:b])
 
