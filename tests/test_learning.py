@@ -9,7 +9,7 @@ import types
 import pytest
 import sqlalchemy as sa
 
-from tests.support.repair import active_id, tiny_kb  # noqa: F401 - the fixture
+from tests.support.repair import ScriptedLLM, active_id, tiny_kb  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -303,3 +303,48 @@ def test_kaizen_reindex_keeps_what_was_learned_and_a_deleted_answer_still_withdr
         version = require_active(s)
     _, unlearn = gather(kb, embedder, version)
     assert [(e.question, e.source) for e in unlearn] == [(question, f"withdrawn:{iid}")]
+
+
+def test_generated_questions_on_a_learned_chunk_keep_its_learned_lines_and_a_re_chunk_carries_them(kb, embedder,
+                                                                                                  monkeypatch):
+    """Expansion and enrichment add to a chunk's indexed text; what it learned stays its last lines, so learning
+    still reads, withdraws and carries it (the chunk's origin is then the expansion's)."""
+    import eval.repair.expansion as expansion
+    from eval.repair.expansion import GENERATED_HEADER, ExpandWithQuestions
+    from eval.repair.planner import run_actions
+    from store.candidate import CandidateBuilder
+    from store.kb_versions import require_active
+    from store.learned import learned_lines
+
+    question, _ = learn_one_good_answer(kb, embedder, monkeypatch)
+    [owl] = owl_chunks_with(kb, active_id(kb), question)
+    learned = learned_lines(chunk_text(kb, owl))
+    monkeypatch.setattr(expansion, "FILTER_RANK", 1)
+    monkeypatch.setattr(ExpandWithQuestions, "guard", "non_inferior")
+    fake = ScriptedLLM(['{"questions": ["How far can an owl turn its head?"]}'])
+    [result] = run_actions(kb, embedder, [ExpandWithQuestions(target="1 chunk", reason="test", chunk_ids=[owl])],
+                           llm=lambda: fake)
+    assert result.decision == "promoted", result.reason
+    [expanded] = owl_chunks_with(kb, active_id(kb), question)
+    text = chunk_text(kb, expanded)
+    assert learned_lines(text) == learned and f"\n{GENERATED_HEADER}\nHow far can an owl turn its head?" in text
+    with kb.session() as s:
+        base = require_active(s)
+    builder = CandidateBuilder(kb, embedder, base, reason="test", chunk_tokens=64, chunk_overlap=8)
+    try:
+        builder.rechunk([document(kb, "d-owl")])
+        builder.finish()
+        assert question in {e["question"] for e in builder.carried}
+    finally:
+        builder.discard("test", "test over")
+
+
+def chunk_text(store, chunk_id: int) -> str:
+    with store.session() as s:
+        return s.execute(sa.text("SELECT search_text FROM chunks WHERE id = :c"), {"c": chunk_id}).scalar_one()
+
+
+def document(store, source_id: str) -> tuple[int, str, str]:
+    with store.session() as s:
+        return tuple(s.execute(sa.text("SELECT id, title, body FROM documents WHERE source_id = :s"),
+                               {"s": source_id}).one())

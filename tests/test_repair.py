@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.common import run_cli
-from tests.support.repair import QUESTIONS, TINY, _jsonl, active_id, bad_feedback, reset_eval
+from tests.support.repair import QUESTIONS, TINY, ScriptedLLM, _jsonl, active_id, bad_feedback, reset_eval
 
 
 def changes(store, kind=None):
@@ -105,20 +105,6 @@ def test_two_planners_one_runs_the_other_exits_with_a_message(tiny_kb, embedder)
         cli = run_cli("improve")
         assert cli.returncode == 1 and "another repair planner is running" in cli.stderr
     assert run_planner(tiny_kb, embedder=embedder).status == "nothing_to_do"
-
-
-class ScriptedLLM:
-    """Returns fixed raw replies, validated exactly as the real model's are (agent.llm.parse_json_reply)."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.prompts = []
-
-    def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
-        from agent.llm import parse_json_reply
-
-        self.prompts.append(messages)
-        return parse_json_reply(self.replies.pop(0), validate)
 
 
 def test_rewrites_returned_empty_or_in_another_language_are_rejected_and_recorded(tiny_kb, embedder):

@@ -18,6 +18,7 @@ from store.candidate import CandidateBuilder, IndexedTextChange, update_indexed_
 from store.errors import KaizenError
 from store.indexing import content_hash, search_text_for
 from store.kb_versions import record_change
+from store.learned import learned_lines, with_learned
 
 from .llm_outputs import generate_enrichment, generate_rewrite
 
@@ -287,8 +288,10 @@ class _ModelAction(Action):
                                              "error": "no generated line passed the filter"})
                 continue
             outputs.append({"chunk_id": row.id, "generated": kept[:500]})
+            # what the chunk learned from traffic stays its last lines, where learning reads and carries it
+            indexed = self.indexed_text(row.title, row.text, with_learned(row.search_text, []), kept)
             changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
-                                             self.indexed_text(row.title, row.text, row.search_text, kept),
+                                             with_learned(indexed, learned_lines(row.search_text)),
                                              self.origin, row.id))
             if ctx.check is not None:
                 ctx.check()

@@ -210,8 +210,8 @@ def tuning_probes(store, version) -> list:
     from store.learned import HEADER, learned_lines, normalise
 
     with store.session() as s:
-        texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v AND origin = 'learned' "
-                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": HEADER}).scalars()
+        texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v "
+                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": f"\n{HEADER}\n"}).scalars()
         learned = {normalise(line) for text in texts for line in learned_lines(text)}
     return [p for p in load_probes(store, split="train") if normalise(p.question) not in learned]
 

@@ -90,3 +90,17 @@ def bad_feedback(store, question, correction):
                                 "('t', :q, 'wrong', 'test') RETURNING id"), {"q": question}).scalar_one()
         s.execute(sa.text("INSERT INTO feedback (interaction_id, rating, correction) VALUES (:i, -1, :c)"),
                   {"i": iid, "c": correction})
+
+
+class ScriptedLLM:
+    """Returns fixed raw replies, validated exactly as the real model's are (agent.llm.parse_json_reply)."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.prompts = []
+
+    def json_chat(self, messages, schema, *, validate=None, max_tokens=64, kind="json"):
+        from agent.llm import parse_json_reply
+
+        self.prompts.append(messages)
+        return parse_json_reply(self.replies.pop(0), validate)
