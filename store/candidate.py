@@ -183,7 +183,8 @@ class CandidateBuilder:
             lines = list(source_of)[-learned.MAX_PER_CHUNK:]
             changes.append(IndexedTextChange(row.document_id, row.ordinal, row.title,
                                              learned.with_learned(row.search_text, lines), learned.ORIGIN))
-            evidence += [{"chunk_id": chunk_id, "question": q, "source": source_of[q]} for q in lines]
+            evidence += [{"chunk_id": chunk_id, "document_id": row.document_id, "question": q, "source": source_of[q]}
+                         for q in lines]
         update_indexed_text(self, changes)
         return evidence
 

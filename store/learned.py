@@ -42,10 +42,12 @@ def with_learned(search_text: str, lines: list[str]) -> str:
 def recorded_evidence(session) -> list:
     """What changes in force learned, oldest change first: (source, question, chunk_id, document_id) for each
     question a probe or an answer taught, from the changes that were promoted under the guard or applied by a
-    person (`kaizen reindex`); document_id is None once the chunk is pruned."""
+    person (`kaizen reindex`). Evidence records its chunk's document; for records older than that, document_id
+    is read from the chunk, and is None once the chunk is pruned."""
     return session.execute(sa.text(
         "SELECT e ->> 'source' AS source, e ->> 'question' AS question, (e ->> 'chunk_id')::int AS chunk_id, "
-        "ch.document_id FROM kb_changes c CROSS JOIN jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
+        "coalesce((e ->> 'document_id')::int, ch.document_id) AS document_id "
+        "FROM kb_changes c CROSS JOIN jsonb_array_elements(c.after -> 'build' -> 'evidence') e "
         "LEFT JOIN chunks ch ON ch.id = (e ->> 'chunk_id')::int "
         "WHERE c.decision IN ('promoted', 'applied') AND split_part(e ->> 'source', ':', 1) = ANY(:kinds) "
         "ORDER BY c.id"), {"kinds": list(SOURCES)}).all()

@@ -348,3 +348,31 @@ def document(store, source_id: str) -> tuple[int, str, str]:
     with store.session() as s:
         return tuple(s.execute(sa.text("SELECT id, title, body FROM documents WHERE source_id = :s"),
                                {"s": source_id}).one())
+
+
+def test_a_deleted_answer_withdraws_its_question_after_the_chunks_it_was_learned_into_are_pruned(kb, embedder,
+                                                                                                monkeypatch):
+    """Repairs copy chunks into new versions and `kaizen kb prune` deletes old versions' chunks; the evidence
+    names the document too, so the question still leaves the chunk that carries it now."""
+    from eval.repair.learning import gather
+    from store.candidate import CandidateBuilder
+    from store.kb_versions import activate, require_active
+    from store.prune import prune_retired
+
+    question, iid = learn_one_good_answer(kb, embedder, monkeypatch)
+    learned_in = active_id(kb)
+    for _ in range(2):  # two changes that copy every chunk (as a search tuning does); the first is pruned below
+        with kb.session() as s:
+            base = require_active(s)
+        builder = CandidateBuilder(kb, embedder, base, reason="a copy")
+        builder.copy_unchanged()
+        builder.finish()
+        with kb.session() as s:
+            activate(s, builder.id, actor="test", reason="a copy")
+    assert learned_in in [v.id for v in prune_retired(kb, keep=0).pruned]
+    with kb.session() as s:
+        s.execute(sa.text("DELETE FROM interactions WHERE id = :i"), {"i": iid})
+        version = require_active(s)
+    _, unlearn = gather(kb, embedder, version)
+    assert [(e.question, e.source) for e in unlearn] == [(question, f"withdrawn:{iid}")]
+    assert [e.chunk_id for e in unlearn] == owl_chunks_with(kb, version.id, question)

@@ -27,7 +27,7 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from store.candidate import IndexedTextChange, update_indexed_text
-from store.learned import MAX_PER_CHUNK, ORIGIN, learned_lines, normalise, recorded_evidence, with_learned
+from store.learned import HEADER, MAX_PER_CHUNK, ORIGIN, learned_lines, normalise, recorded_evidence, with_learned
 from store.lexical import lexical_text
 
 from .actions import Action, NothingToBuild
@@ -97,24 +97,31 @@ def refusal(session, question: str, chunk_id: int, chunk_text: str, *, from_peop
 
 
 def _withdrawn(session, version_id: int) -> list[Evidence]:
-    """Learned questions whose only evidence was answers that are gone now (deleted interactions): to unlearn."""
-    rows = recorded_evidence(session)
+    """Learned questions whose only evidence was answers that are gone now (deleted interactions): to unlearn.
+    Evidence is matched by document and question, so it holds after the chunks it named were re-chunked away or
+    pruned: the lines go from whichever chunks of that document in `version_id` carry them."""
+    rows = [r for r in recorded_evidence(session) if r.document_id is not None]
     if not rows:
         return []
     people = {int(r.source.split(":")[1]) for r in rows if not r.source.startswith("probe:")}
     alive = set(session.execute(sa.text("SELECT id FROM interactions WHERE id = ANY(:ids)"),
                                 {"ids": sorted(people)}).scalars()) if people else set()
-    mapped = _same_chunk(session, sorted({r.chunk_id for r in rows}), version_id)
     support: dict[tuple[int, str], list] = {}
     for r in rows:
-        if r.chunk_id in mapped:
-            support.setdefault((mapped[r.chunk_id], normalise(r.question)), []).append(r)
-    out = []
-    for (chunk, _), evidence in support.items():
-        gone = [r for r in evidence if not r.source.startswith("probe:") and int(r.source.split(":")[1]) not in alive]
-        if gone and len(gone) == len(evidence):
-            out.append(Evidence(chunk, gone[0].question, "withdrawn:" + gone[0].source.split(":")[1]))
-    return out
+        support.setdefault((r.document_id, normalise(r.question)), []).append(r)
+    gone: dict[tuple[int, str], str] = {}  # (document, question) -> the interaction it was learned from
+    for key, evidence in support.items():
+        dead = [r for r in evidence if not r.source.startswith("probe:") and int(r.source.split(":")[1]) not in alive]
+        if dead and len(dead) == len(evidence):
+            gone[key] = dead[0].source.split(":")[1]
+    if not gone:
+        return []
+    chunks = session.execute(sa.text(
+        "SELECT id, document_id, search_text FROM chunks WHERE kb_version = :v AND document_id = ANY(:docs) "
+        "AND strpos(search_text, :h) > 0 ORDER BY id"),
+        {"v": version_id, "docs": sorted({d for d, _ in gone}), "h": f"\n{HEADER}\n"}).all()
+    return [Evidence(c.id, line, "withdrawn:" + gone[(c.document_id, normalise(line))]) for c in chunks
+            for line in learned_lines(c.search_text) if (c.document_id, normalise(line)) in gone]
 
 
 def gather(store, embedder, version, *, trusted: set[str] | None = None,
@@ -219,8 +226,10 @@ class LearnFromTraffic(Action):
             raise NothingToBuild("none of the chunks the evidence points to is in the base version any more")
         update_indexed_text(builder, changes)
         sources = sorted({e["source"] for e in self.learn + self.unlearn})
+        document_of = {row.id: row.document_id for row in rows}  # what withdrawal matches on, once chunks are gone
+        evidence = [{**e, "document_id": document_of.get(e["chunk_id"])} for e in self.learn + self.unlearn]
         return {"chunks": len(changes), "learned": len(self.learn), "unlearned": len(self.unlearn),
-                "evidence": self.learn + self.unlearn, "evidence_sources": sources}
+                "evidence": evidence, "evidence_sources": sources}
 
 
 def _record_refused(store, version_id: int, rejected: list[dict]) -> None:
