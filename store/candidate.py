@@ -4,8 +4,8 @@ or whole, from the configured settings, by `kaizen reindex` (store/reindex.py).
 
 Lifecycle: `building` (rows being written) -> `candidate` (complete, indexed, being judged) -> `active` (promoted,
 one transaction through store.kb_versions.activate) or `rolled_back` (its chunks and index are dropped). Until
-promotion the active version is never written to, so a crash at any point leaves it untouched; an orphan
-`building` version is cleaned by store.reindex.clean_abandoned on the next run.
+promotion the active version is never written to, so a crash at any point leaves it untouched; a `building` or
+`candidate` version a killed process left is cleaned by store.reindex.clean_abandoned on the next repair or reindex.
 
 A document re-chunked here keeps what was learned from traffic (store/learned.py): when the version is finished,
 each learned question of the base version's chunks of that document goes to the new chunk of the same document

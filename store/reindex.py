@@ -2,9 +2,10 @@
 
 The new version is built beside the active one (status `building`, store/candidate.py) with the configured chunk
 parameters, embedding model and text search configuration, committed in batches, indexed, and made active in one
-transaction. Until that last transaction the active version is untouched and answers queries; a crash leaves an
-orphan `building` version that the next reindex marks `rolled_back` and deletes. What the active version learned
-from traffic (store/learned.py) goes to the new chunks, and its evidence is recorded with the switch.
+transaction. Until that last transaction the active version is untouched and answers queries; a failure rolls
+the new version back at once, and one a killed process left is marked `rolled_back` and deleted by the next
+reindex or repair. What the active version learned from traffic (store/learned.py) goes to the new chunks, and
+its evidence is recorded with the switch.
 """
 
 from __future__ import annotations
