@@ -4,6 +4,8 @@
   presence (the chunk ranks in the full-text top 2).
 - Grounding: how much of each answer sentence is found in the passages it cites (content words; CJK as
   character bigrams), and the e5 cosine of the sentence with those passages' stored embeddings.
+- Specifics: numbers, capitalised names and katakana words of the answer that appear nowhere in what the model
+  read or was asked (an invented name or year, which a paraphrase's cosine can still pass).
 - Prompt-injection guard: instruction-like sentences aimed at the assistant are redacted from document text
   before it enters the prompt (the system prompt also says document text is data).
 """
@@ -137,6 +139,47 @@ def grounding(answer: str, passages: Sequence[dict], embedder=None, passage_vect
         w for s, w in zip(result.sentences, weights) if s.supported(LEXICAL_MIN, COSINE_MIN)
     ) / total
     return result
+
+
+# -- specifics -------------------------------------------------------------------------------------------------------
+_NAME = re.compile(r"(?<!\w)[A-Z][\w-]*[A-Za-z]")  # a capitalised Latin word ("Point's": "Point")
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_KATAKANA_WORD = re.compile(r"[ァ-ヺー]{3,}")  # names and loanwords; shorter runs are mostly endings
+_AFTER_SENTENCE_START = re.compile(r"(?:^|[.!?。！？:]\s+|\n)[\s\"'(\[*`]*$")
+_WORD_PARTS = re.compile(r"[^\W_]+", re.U)  # "KAIZEN_LLM_URL" has the word "url"
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+                                                     "seventy": "70", "eighty": "80", "ninety": "90",
+                                                     "hundred": "100", "thousand": "1000"}
+
+
+def _digits(text: str) -> set[str]:
+    """The numbers written in digits in `text`, without thousands separators or leading zeros."""
+    return {m.group(0).replace(",", "").rstrip(".").lstrip("0") or "0" for m in _NUMBER.finditer(text)}
+
+
+def _numbers(text: str) -> set[str]:
+    """`_digits`, and the numbers spelled as a word ("three": "3")."""
+    return _digits(text) | {_NUMBER_WORDS[w] for w in _WORD_PARTS.findall(text.lower()) if w in _NUMBER_WORDS}
+
+
+def novel_specifics(answer: str, passages: Sequence[dict], asked: Sequence[str]) -> list[str]:
+    """The answer's numbers, capitalised names (not at a sentence's start) and katakana words that appear in none
+    of the passages the model read (title and text) nor in what was asked: specifics it brought from elsewhere.
+    On the dev answers looked at (docs/benchmarks.md) these were wrong answers; a paraphrase never needs one."""
+    answer = unicodedata.normalize("NFKC", strip_citations(answer))
+    read = unicodedata.normalize("NFKC", "\n".join([*asked, *(f"{p.get('title') or ''}\n{p['text']}"
+                                                              for p in passages)]))
+    words = {w.lower() for w in _WORD_PARTS.findall(read)}
+    novel = [m.group(0) for m in _NAME.finditer(answer)
+             if not _AFTER_SENTENCE_START.search(answer[: m.start()])
+             and not all(part.lower() in words for part in _WORD_PARTS.findall(m.group(0)))]
+    novel += sorted(_digits(answer) - _numbers(read))
+    novel += [m.group(0) for m in _KATAKANA_WORD.finditer(answer) if m.group(0) not in read]
+    return list(dict.fromkeys(novel))
 
 
 # -- prompt injection -------------------------------------------------------------------------------------------

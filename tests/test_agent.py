@@ -159,6 +159,28 @@ def test_regeneration_loop_is_capped(kb, embedder):
     assert row.regenerations == 2 and row.warning == result.warning
 
 
+def test_an_answer_naming_what_no_source_mentions_is_retried_and_then_abstained_on(kb, embedder):
+    """A year and a name the passages never mention fail the check even where the answer's other words and its
+    cosine would pass; the stricter retry runs, and if it still invents them Kaizen abstains, saying why in the
+    record (the words the person saw streamed are revised to the abstention)."""
+    from agent.graph import Agent
+
+    fake = FakeLLM("Miso, Kaizen's mascot, was drawn by Hokusai in 1852 [1].", json_reply={"check": '"yes"'})
+    a = Agent(kb, llm=fake, embedder=embedder, persist=False)
+    events = []
+    result = a.ask("What is the name of Kaizen's mascot?", on_event=events.append)
+    assert fake.generations == 2 and result.abstained and not result.citations and not result.warning
+    assert result.answer == "The knowledge base does not say."
+    assert [e["text"] for e in events if e["type"] == "revised"] == [result.answer]
+    assert any("Hokusai" in e["reason"] for e in events if e["type"] == "retry")
+    with kb.session() as s:
+        detail = s.execute(sa.text("SELECT detail FROM grades WHERE interaction_id = :i AND grader = 'specifics' "
+                                   "ORDER BY id DESC LIMIT 1"), {"i": result.interaction_id}).scalar_one()
+        gap = s.execute(sa.text("SELECT reason FROM knowledge_gaps WHERE interaction_id = :i"),
+                        {"i": result.interaction_id}).scalar_one()
+    assert detail["novel"] == ["Hokusai", "1852"] and "Hokusai, 1852" in gap
+
+
 class CountingEmbedder:
     """The real embedder, counting the questions it embeds."""
 
