@@ -433,6 +433,7 @@ def check_answer(state: AgentState, runtime: Runtime[Context]) -> dict:
         # answer was wrong every time, so the honest reply is the abstention, not the invention with a warning.
         sentence = prompts.abstention_for(state["question"])
         emit(runtime, {"type": "revised", "text": sentence})
+        grades.append(Grade("abstention", "abstained", detail={"answer": answer[:300]}))  # what was not delivered
         update.update(answer=sentence, abstained=True, verified=None, citations=[],
                       gap_reason=f"the answer named {', '.join(novel[:3])}, which no source mentions")
     else:

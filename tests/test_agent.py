@@ -178,7 +178,10 @@ def test_an_answer_naming_what_no_source_mentions_is_retried_and_then_abstained_
                                    "ORDER BY id DESC LIMIT 1"), {"i": result.interaction_id}).scalar_one()
         gap = s.execute(sa.text("SELECT reason FROM knowledge_gaps WHERE interaction_id = :i"),
                         {"i": result.interaction_id}).scalar_one()
+        withheld = s.execute(sa.text("SELECT detail ->> 'answer' FROM grades WHERE interaction_id = :i "
+                                     "AND grader = 'abstention'"), {"i": result.interaction_id}).scalar_one()
     assert detail["novel"] == ["Hokusai", "1852"] and "Hokusai, 1852" in gap
+    assert "Hokusai in 1852" in withheld  # what was not delivered stays readable in SQL
 
 
 class CountingEmbedder:
