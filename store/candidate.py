@@ -155,11 +155,7 @@ class CandidateBuilder:
         if self.base is None or not self.written_documents:
             return []
         with self.store.session() as s:
-            rows = s.execute(sa.text(
-                "SELECT document_id, search_text FROM chunks WHERE kb_version = :base "
-                "AND strpos(search_text, :header) > 0 AND document_id = ANY(:docs) ORDER BY document_id, ordinal"),
-                {"base": self.base.id, "header": f"\n{learned.HEADER}\n", "docs": sorted(self.written_documents)}
-            ).all()
+            rows = learned.learned_chunks(s, self.base.id, self.written_documents)
             if not rows:
                 return []
             # (document, question) -> the source it was learned from (the latest change's, when several)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 ORIGIN = "learned"  # chunks.origin of a chunk whose indexed text has learned questions
 HEADER = "Questions this answers:"  # the line learned questions follow in the indexed text
+_MARKER = f"\n{HEADER}\n"
 MAX_PER_CHUNK = 8
 # the kinds of evidence a question is learned from: a train probe, an answer rated /good, an answer every trusted
 # metric scored high
@@ -29,14 +30,23 @@ def normalise(question: str) -> str:
 
 def learned_lines(search_text: str) -> list[str]:
     """The questions already learned into this indexed text."""
-    _, sep, tail = search_text.partition(f"\n{HEADER}\n")
+    _, sep, tail = search_text.partition(_MARKER)
     return [line for line in tail.splitlines() if line.strip()] if sep else []
 
 
 def with_learned(search_text: str, lines: list[str]) -> str:
     """The indexed text with exactly these learned lines (none: the text as it was before any learning)."""
-    base = search_text.partition(f"\n{HEADER}\n")[0]
-    return base + (f"\n{HEADER}\n" + "\n".join(lines) if lines else "")
+    base = search_text.partition(_MARKER)[0]
+    return base + (_MARKER + "\n".join(lines) if lines else "")
+
+
+def learned_chunks(session, version_id: int, document_ids=None) -> list:
+    """(id, document_id, search_text) of the chunks of a version (of these documents only, when given) whose
+    indexed text has learned questions, whatever their origin (an expansion keeps them), by document and position."""
+    return session.execute(sa.text(
+        "SELECT id, document_id, search_text FROM chunks WHERE kb_version = :v AND strpos(search_text, :m) > 0 "
+        "AND (CAST(:docs AS bigint[]) IS NULL OR document_id = ANY(:docs)) ORDER BY document_id, ordinal"),
+        {"v": version_id, "m": _MARKER, "docs": None if document_ids is None else sorted(document_ids)}).all()
 
 
 def recorded_evidence(session) -> list:

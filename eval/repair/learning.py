@@ -27,7 +27,15 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from store.candidate import IndexedTextChange, update_indexed_text
-from store.learned import HEADER, MAX_PER_CHUNK, ORIGIN, learned_lines, normalise, recorded_evidence, with_learned
+from store.learned import (
+    MAX_PER_CHUNK,
+    ORIGIN,
+    learned_chunks,
+    learned_lines,
+    normalise,
+    recorded_evidence,
+    with_learned,
+)
 from store.lexical import lexical_text
 
 from .actions import Action, NothingToBuild
@@ -116,10 +124,7 @@ def _withdrawn(session, version_id: int) -> list[Evidence]:
             gone[key] = dead[0].source.split(":")[1]
     if not gone:
         return []
-    chunks = session.execute(sa.text(
-        "SELECT id, document_id, search_text FROM chunks WHERE kb_version = :v AND document_id = ANY(:docs) "
-        "AND strpos(search_text, :h) > 0 ORDER BY id"),
-        {"v": version_id, "docs": sorted({d for d, _ in gone}), "h": f"\n{HEADER}\n"}).all()
+    chunks = learned_chunks(session, version_id, {d for d, _ in gone})
     return [Evidence(c.id, line, "withdrawn:" + gone[(c.document_id, normalise(line))]) for c in chunks
             for line in learned_lines(c.search_text) if (c.document_id, normalise(line)) in gone]
 

@@ -207,12 +207,10 @@ def tuning_probes(store, version) -> list:
     question finds its chunk by its own words, so it would score every parameter alike and favour the version
     that learned it over a re-chunked one)."""
     from eval.probes.sets import load_probes
-    from store.learned import HEADER, learned_lines, normalise
+    from store.learned import learned_chunks, learned_lines, normalise
 
     with store.session() as s:
-        texts = s.execute(sa.text("SELECT search_text FROM chunks WHERE kb_version = :v "
-                                  "AND strpos(search_text, :h) > 0"), {"v": version.id, "h": f"\n{HEADER}\n"}).scalars()
-        learned = {normalise(line) for text in texts for line in learned_lines(text)}
+        learned = {normalise(line) for row in learned_chunks(s, version.id) for line in learned_lines(row.search_text)}
     return [p for p in load_probes(store, split="train") if normalise(p.question) not in learned]
 
 
